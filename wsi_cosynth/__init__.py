@@ -4,6 +4,7 @@ The public API is small: the records, taxonomies and the functions a dataset-bui
 Heavy modules (torch, dask, openslide) are imported only when their functions are called.
 """
 
+from .api import export, load_model, synthesize
 from .errors import CosynthError
 from .records import LabelledTile, Layout, Provenance, SlidePlacement, relabel_contiguous
 from .taxonomy import Taxonomy, class_mapping, get_taxonomy
@@ -18,6 +19,9 @@ __all__ = [
     "SlidePlacement",
     "Taxonomy",
     "class_mapping",
+    "export",
+    "load_model",
+    "synthesize",
     "get_taxonomy",
     "relabel_contiguous",
 ]

@@ -1,0 +1,98 @@
+"""HoVer-Net WSI-mode JSON (FORMATS.md 5.1): ``{"mag": proc_mag, "nuc": {id: {contour, type, ...}}}``.
+
+WSI mode stores coordinates at the processing magnification; level-0 pixels are obtained by
+multiplying by ``base_mag / proc_mag`` (base_mag: the slide's objective power). Tile mode
+(``mag`` null) is read unscaled. ``type`` ids become names through ``type_names`` (HoVer-Net's
+tables for its CoNSeP, PanNuke and MoNuSAC checkpoints are built in); 0 means "no label".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+from shapely.geometry import Point, Polygon
+
+from ..errors import CosynthError, require_file
+from .table import AnnotationTable, make_table
+
+TYPE_TABLES: dict[str, dict[int, str]] = {
+    "consep": {1: "epithelial", 2: "inflammatory", 3: "spindle", 4: "other"},
+    "pannuke": {1: "neoplastic", 2: "inflammatory", 3: "connective", 4: "dead", 5: "epithelial"},
+    "monusac": {1: "epithelial", 2: "lymphocyte", 3: "macrophage", 4: "neutrophil"},
+}
+NO_LABEL = "unlabelled"
+
+
+def is_hovernet_json(data: object) -> bool:
+    """True for HoVer-Net's ``{"mag", "nuc"}`` output."""
+    return isinstance(data, dict) and isinstance(data.get("nuc"), dict)
+
+
+def _type_lookup(type_names: str | Mapping[int, str] | Sequence[str] | None) -> dict[int, str] | None:
+    if type_names is None:
+        return None
+    if isinstance(type_names, str):
+        if type_names.lower() not in TYPE_TABLES:
+            raise CosynthError(f"unknown HoVer-Net type table {type_names!r} (valid: {', '.join(TYPE_TABLES)})")
+        return TYPE_TABLES[type_names.lower()]
+    if isinstance(type_names, Mapping):
+        return {int(k): str(v) for k, v in type_names.items()}
+    return {i + 1: str(n) for i, n in enumerate(type_names)}
+
+
+def read_hovernet_wsi(
+    path: str | Path, *, base_mag: float | None = None,
+    type_names: str | Mapping[int, str] | Sequence[str] | None = None, data: dict | None = None,
+) -> AnnotationTable:
+    """Nuclei from a HoVer-Net JSON file, scaled to level-0 pixels.
+
+    Parameters
+    ----------
+    base_mag : the slide's objective magnification (e.g. 40); required when the file records a
+        processing magnification ``mag``.
+    type_names : "consep" | "pannuke" | "monusac", a {type_id: name} map or names for ids 1..K;
+        None names types "type_<k>".
+    """
+    from ..exporters._common import load_json
+
+    p = require_file(path, "annotations")
+    data = load_json(p) if data is None else data
+    if not is_hovernet_json(data):
+        raise CosynthError(f"annotations {p}: not HoVer-Net JSON (no 'nuc' object)")
+    proc_mag = data.get("mag")
+    scale = 1.0
+    if proc_mag is not None:
+        if base_mag is None:
+            raise CosynthError(
+                f"annotations {p} were made at {proc_mag}x (HoVer-Net WSI mode): the slide's base "
+                f"magnification is needed to scale them to level 0 (slide property openslide.objective-power)"
+            )
+        scale = float(base_mag) / float(proc_mag)
+    lookup = _type_lookup(type_names)
+    nuclei: list = []
+    classes: list[str] = []
+    for key, nuc in data["nuc"].items():
+        if not isinstance(nuc, dict):
+            raise CosynthError(f"annotations {p}: nucleus {key!r} is not an object")
+        t = nuc.get("type")
+        if t is None:
+            name = "nucleus"
+        elif int(t) == 0:
+            name = NO_LABEL
+        elif lookup is None:
+            name = f"type_{int(t)}"
+        else:
+            if int(t) not in lookup:
+                raise CosynthError(f"annotations {p}: nucleus {key} has type {t}, not in the type table {lookup}")
+            name = lookup[int(t)]
+        contour = np.asarray(nuc.get("contour") or [], dtype=np.float64).reshape(-1, 2) if nuc.get("contour") else None
+        if contour is not None and len(contour) >= 3:
+            nuclei.append(Polygon(contour * scale))
+        elif nuc.get("centroid") is not None:
+            nuclei.append(Point(np.asarray(nuc["centroid"], dtype=np.float64) * scale))
+        else:
+            nuclei.append(None)
+        classes.append(name)
+    return make_table(nuclei, classes, source=p)

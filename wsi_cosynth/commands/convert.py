@@ -1,0 +1,64 @@
+"""``wsi-cosynth convert``: read a nuclei dataset in one format and write it in another.
+
+Classes are kept in the source's own class set unless ``--taxonomy`` names a built-in target set
+(classes are then mapped by name; ``--class-map`` YAML overrides). The output directory appears
+only when complete.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+READ = ("consep", "cellvit", "hovernet-json", "lizard", "pannuke", "coco", "geojson")
+WRITE = ("lizard", "pannuke", "coco", "geojson")
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("convert", help="convert a nuclei dataset between formats",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("src", metavar="SRC", help="source dataset (directory, or file where the format allows)")
+    p.add_argument("out", metavar="OUT", help="output directory (must not exist or be empty)")
+    p.add_argument("--from", dest="src_format", required=True, choices=READ, help="source format")
+    p.add_argument("--to", dest="dst_format", required=True, choices=WRITE, help="output format")
+    p.add_argument("--taxonomy", default=None, help="target class set (built-in key); default: the source's")
+    p.add_argument("--class-map", default=None, metavar="FILE", help="YAML {source class: target class}")
+    p.add_argument("--coco-segmentation", choices=("rle", "polygon"), default="rle",
+                   help="COCO masks as compressed RLE (lossless, default) or polygons")
+    p.add_argument("--overwrite", action="store_true", help="replace OUT once the new dataset is complete")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import itertools
+    import sys
+
+    from tqdm import tqdm
+
+    from ..errors import CosynthError
+    from ..exporters import count_tiles, open_writer, read_dataset
+    from ..taxonomy import get_taxonomy, load_class_map
+
+    taxonomy = get_taxonomy(args.taxonomy) if args.taxonomy else None
+    class_map = load_class_map(args.class_map) if args.class_map else None
+    if class_map and taxonomy is None:
+        raise CosynthError("--class-map needs --taxonomy (the class set to map into)")
+    total = count_tiles(args.src, args.src_format)
+    tiles = read_dataset(args.src, args.src_format, taxonomy=taxonomy, class_map=class_map)
+    first = next(tiles, None)
+    if first is None:
+        raise CosynthError(f"{args.src}: no tiles found for format {args.src_format!r}")
+    options = {"overwrite": args.overwrite}
+    if args.dst_format == "coco":
+        options["segmentation"] = args.coco_segmentation
+    n = 0
+    with open_writer(args.dst_format, args.out, taxonomy or first.taxonomy, **options) as writer:
+        bar = tqdm(total=total, unit="tile", desc=f"{args.src_format} -> {args.dst_format}",
+                   disable=args.quiet, file=sys.stderr)
+        for tile in itertools.chain([first], tiles):
+            writer.add(tile)
+            n += 1
+            bar.update(1)
+        bar.close()
+    print(f"wrote {n} tiles to {args.out} ({args.dst_format})")
+    return 0

@@ -1,0 +1,1 @@
+"""Noise schedules, Gaussian and categorical diffusion, the joint process and its samplers."""

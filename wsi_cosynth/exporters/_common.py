@@ -1,0 +1,264 @@
+"""Shared pieces of the format modules: the writer base class, safe file loading, class remapping.
+
+Every loader here turns a failure to read (missing file, corrupt bytes, wrong container) into a
+:class:`CosynthError` that names the file, so a bad input never surfaces as a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import numpy as np
+
+from ..atomic import atomic_path
+from ..errors import CosynthError, require_file
+from ..records import LabelledTile
+from ..taxonomy import Taxonomy, class_mapping
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+# The largest instance count any format here may carry per tile; all maps are int32.
+MAX_INSTANCES = int(np.iinfo(np.int32).max)
+TAXONOMY_FILE = "taxonomy.json"
+
+
+# ----------------------------------------------------------------------------------------- loading
+def load_image(path: str | Path) -> np.ndarray:
+    """(H, W, 3) uint8 RGB image from a PNG/JPEG/TIFF file; CosynthError naming the file otherwise."""
+    from PIL import Image, UnidentifiedImageError
+
+    p = require_file(path, "image")
+    try:
+        with Image.open(p) as im:
+            im.load()
+            if im.mode not in ("RGB",):
+                im = im.convert("RGB")
+            arr = np.asarray(im, dtype=np.uint8)
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        raise CosynthError(f"image {p} cannot be read: {exc}") from None
+    return arr
+
+
+def save_png(path: Path, image: np.ndarray) -> None:
+    """Write an (H, W, 3) uint8 RGB array as PNG (fast compression: these are data, not archives)."""
+    from PIL import Image
+
+    Image.fromarray(np.ascontiguousarray(image), mode="RGB").save(path, compress_level=1)
+
+
+def load_npy(path: str | Path, *, allow_pickle: bool = False, mmap: bool = False) -> Any:
+    """np.load with errors naming the file."""
+    p = require_file(path, "array file")
+    try:
+        return np.load(p, allow_pickle=allow_pickle, mmap_mode="r" if mmap else None)
+    except (ValueError, OSError, EOFError, TypeError) as exc:
+        raise CosynthError(f"{p} is not a readable .npy file: {exc}") from None
+    except Exception as exc:  # unpickling errors come in many types
+        raise CosynthError(f"{p} is not a readable .npy file: {type(exc).__name__}: {exc}") from None
+
+
+def load_mat(path: str | Path) -> dict[str, np.ndarray]:
+    """scipy.io.loadmat without MATLAB's header keys; errors name the file."""
+    import scipy.io
+
+    p = require_file(path, "label file")
+    try:
+        data = scipy.io.loadmat(p)
+    except NotImplementedError:
+        raise CosynthError(f"{p}: MATLAB v7.3 (HDF5) files are not supported; save as v5 (savemat)") from None
+    except Exception as exc:  # scipy raises ValueError, TypeError, MatReadError, OSError...
+        raise CosynthError(f"{p} is not a readable MATLAB .mat file: {type(exc).__name__}: {exc}") from None
+    return {k: v for k, v in data.items() if not k.startswith("__")}
+
+
+def load_json(path: str | Path) -> Any:
+    """JSON (bare NaN/Infinity accepted, as QuPath 0.4 writes them); errors name the file."""
+    p = require_file(path, "JSON file")
+    try:
+        with open(p, "rb") as fh:
+            return json.loads(fh.read().decode("utf-8"))
+    except (ValueError, UnicodeDecodeError, OSError) as exc:
+        raise CosynthError(f"{p} is not valid JSON: {exc}") from None
+
+
+def require_key(data: dict, key: str, path: Path | str, what: str = "key") -> Any:
+    if not isinstance(data, dict) or key not in data:
+        found = sorted(data)[:12] if isinstance(data, dict) else type(data).__name__
+        raise CosynthError(f"{path}: missing {what} {key!r} (found: {found})")
+    return data[key]
+
+
+def as_instance_map(arr: np.ndarray, path: Path | str, shape: tuple[int, int] | None = None) -> np.ndarray:
+    """Check an instance map is a 2-D non-negative integer array (optionally of ``shape``) -> int64."""
+    a = np.asarray(arr)
+    if a.ndim == 3 and a.shape[2] == 1:
+        a = a[..., 0]
+    if a.ndim != 2:
+        raise CosynthError(f"{path}: instance map must be 2-D (H, W), got shape {a.shape}")
+    if a.dtype.kind == "f":
+        if not np.all(np.isfinite(a)) or not np.all(a == np.round(a)):
+            raise CosynthError(f"{path}: instance map holds non-integer values")
+    elif a.dtype.kind not in "iub":
+        raise CosynthError(f"{path}: instance map must be integer, got dtype {a.dtype}")
+    a = a.astype(np.int64)
+    if a.size and a.min() < 0:
+        raise CosynthError(f"{path}: instance map holds negative ids")
+    if shape is not None and a.shape != tuple(shape):
+        raise CosynthError(f"{path}: label shape {a.shape} does not match image shape {tuple(shape)}")
+    return a
+
+
+def list_stems(folder: Path, suffixes: tuple[str, ...]) -> dict[str, Path]:
+    """{stem: path} of files in ``folder`` with one of ``suffixes`` (sorted by stem)."""
+    out: dict[str, Path] = {}
+    if folder.is_dir():
+        for p in sorted(folder.iterdir()):
+            if p.is_file() and p.suffix.lower() in suffixes and not p.name.startswith("."):
+                out.setdefault(p.stem, p)
+    return out
+
+
+def read_taxonomy_file(folder: Path) -> Taxonomy | None:
+    """The taxonomy a dataset written by this package recorded beside its files, if any."""
+    p = folder / TAXONOMY_FILE
+    return Taxonomy.from_dict(load_json(p)) if p.is_file() else None
+
+
+def write_taxonomy_file(folder: Path, taxonomy: Taxonomy) -> None:
+    (folder / TAXONOMY_FILE).write_text(json.dumps(taxonomy.to_dict(), indent=1) + "\n")
+
+
+def classes_in(taxonomy: Taxonomy, classes: np.ndarray, path: Path | str) -> np.ndarray:
+    """Check class ids are 1..K of ``taxonomy``; the error names the file."""
+    cls = np.asarray(classes).reshape(-1).astype(np.int64)
+    taxonomy.check_ids(cls, where=str(path))
+    return cls
+
+
+# ----------------------------------------------------------------------------------------- remap
+class ClassRemapper:
+    """Maps tiles into a target taxonomy by class NAME (cached lookup tables per source set)."""
+
+    def __init__(self, target: Taxonomy, class_map: dict[str, str] | None = None) -> None:
+        self.target = target
+        self.class_map = class_map
+        self._luts: dict[Taxonomy, np.ndarray] = {}
+
+    def __call__(self, tile: LabelledTile) -> LabelledTile:
+        if tile.taxonomy == self.target and not self.class_map:
+            return tile
+        lut = self._luts.get(tile.taxonomy)
+        if lut is None:
+            lut = class_mapping(tile.taxonomy, self.target, self.class_map)
+            self._luts[tile.taxonomy] = lut
+        return replace(tile, classes=lut[tile.classes], taxonomy=self.target)
+
+
+def remap_tiles(
+    tiles: Iterator[LabelledTile], taxonomy: Taxonomy | None, class_map: dict[str, str] | None
+) -> Iterator[LabelledTile]:
+    if taxonomy is None:
+        if class_map:
+            raise CosynthError("a class map needs a target taxonomy (--taxonomy)")
+        yield from tiles
+        return
+    remap = ClassRemapper(taxonomy, class_map)
+    for tile in tiles:
+        yield remap(tile)
+
+
+# ----------------------------------------------------------------------------------------- writer
+class DatasetWriter(ABC):
+    """Streams :class:`LabelledTile` s into one dataset directory.
+
+    The directory is built under a temporary sibling name and renamed onto ``out_dir`` by
+    :meth:`close`; if the body of a ``with`` block raises (or :meth:`abort` is called), the
+    temporary directory is deleted and nothing is left. Tiles in another taxonomy are mapped
+    into ``taxonomy`` by class name (``class_map`` overrides the built-in aliases).
+    """
+
+    fmt: str = ""
+
+    def __init__(
+        self,
+        out_dir: str | Path,
+        taxonomy: Taxonomy,
+        *,
+        class_map: dict[str, str] | None = None,
+        overwrite: bool = False,
+    ) -> None:
+        self.out_dir = Path(out_dir)
+        if self.out_dir.exists() and not self.out_dir.is_dir():
+            raise CosynthError(f"output {self.out_dir} exists and is not a directory")
+        if self.out_dir.is_dir() and any(self.out_dir.iterdir()) and not overwrite:
+            raise CosynthError(f"output directory {self.out_dir} exists and is not empty (choose a new path)")
+        self.taxonomy = taxonomy
+        self._remap = ClassRemapper(taxonomy, class_map)
+        self._ctx = atomic_path(self.out_dir)
+        self.root: Path = self._ctx.__enter__()
+        self.root.mkdir()
+        self._names: set[str] = set()
+        self._state = "open"
+        self.n_tiles = 0
+
+    def add(self, tile: LabelledTile) -> None:
+        """Append one tile (file names come from ``tile.provenance.name``, unique per dataset)."""
+        if self._state != "open":
+            raise CosynthError(f"{self.fmt} writer for {self.out_dir} is already {self._state}")
+        name = tile.provenance.name
+        if not name or "/" in name or os.sep in name or name.startswith("."):
+            raise CosynthError(f"tile name {name!r} cannot be used as a file name")
+        if name in self._names:
+            raise CosynthError(f"duplicate tile name {name!r} in {self.out_dir}")
+        self._names.add(name)
+        self._add(self._remap(tile))
+        self.n_tiles += 1
+
+    def close(self) -> None:
+        """Finish the index files and move the directory into place."""
+        if self._state != "open":
+            return
+        try:
+            self._finish()
+        except BaseException:
+            self.abort()
+            raise
+        self._ctx.__exit__(None, None, None)
+        self._state = "closed"
+
+    def abort(self) -> None:
+        """Delete everything written so far; ``out_dir`` is left as it was."""
+        if self._state != "open":
+            return
+        self._state = "aborted"
+        self._release()
+        try:
+            self._ctx.__exit__(CosynthError, CosynthError("aborted"), None)
+        except CosynthError:
+            pass
+
+    def __enter__(self) -> "DatasetWriter":
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+    def _release(self) -> None:
+        """Drop open handles (memory maps) before an abort deletes the files."""
+
+    @abstractmethod
+    def _add(self, tile: LabelledTile) -> None: ...
+
+    @abstractmethod
+    def _finish(self) -> None: ...

@@ -1,0 +1,281 @@
+"""COCO instance segmentation (FORMATS.md section 3): writer and reader.
+
+Layout written::
+
+    out/annotations.json     one COCO dataset: info, licenses, images, annotations, categories
+    out/images/<name>.png    RGB tiles; ``file_name`` is relative to out/images/
+    out/taxonomy.json        the class set (names and colours), for a lossless read back
+
+``images[].wsi_cosynth`` keeps each tile's provenance (and slide placement); consumers ignore it.
+Annotation and image ids start at 1; ``iscrowd`` 0; ``area`` is the mask pixel count
+(``pycocotools.mask.area``); ``bbox`` is [x, y, w, h]; ``segmentation`` is compressed RLE
+(``counts`` a str; lossless) or, with ``segmentation="polygon"``, polygons traced on the
+pixel-corner grid (each part >= 4 vertices, so >= 8 coordinates, even length; holes are lost
+because COCO merges polygon parts). Categories are the taxonomy's classes, ids 1..K.
+
+Reading: ``path`` is a directory holding ``annotations.json`` or the JSON file itself; images are
+looked up by ``file_name`` under ``images/`` and then beside the JSON (``images_dir`` overrides).
+RLE (compressed or not) and polygon segmentations are accepted; ``iscrowd`` 1 regions are
+skipped; overlapping instances are painted in annotation order (later on top) and an instance
+left with no pixel is dropped. :func:`read_coco_labels` gives the labels without images.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from ..errors import CosynthError
+from ..geometry import instance_bboxes, mask_to_polygons, rasterize_polygon
+from ..records import LabelledTile, Provenance, SlidePlacement, relabel_contiguous
+from ..taxonomy import Taxonomy
+from ._common import DatasetWriter, load_image, load_json, save_png, write_taxonomy_file
+from ._rle import decode_counts_string, paint_counts, uncompressed_rles
+
+ANNOTATIONS = "annotations.json"
+
+
+class Writer(DatasetWriter):
+    """COCO writer; ``segmentation`` is ``"rle"`` (default) or ``"polygon"``."""
+
+    fmt = "coco"
+
+    def __init__(
+        self, out_dir: Path, taxonomy: Taxonomy, *, segmentation: Literal["rle", "polygon"] = "rle", **kw: Any
+    ) -> None:
+        if segmentation not in ("rle", "polygon"):
+            raise CosynthError(f"coco segmentation must be 'rle' or 'polygon', got {segmentation!r}")
+        super().__init__(out_dir, taxonomy, **kw)
+        self.segmentation = segmentation
+        (self.root / "images").mkdir()
+        self.images: list[dict] = []
+        self.annotations: list[dict] = []
+
+    def _add(self, tile: LabelledTile) -> None:
+        import pycocotools.mask as mask_utils
+
+        h, w = tile.size
+        image_id = len(self.images) + 1
+        file_name = f"{tile.provenance.name}.png"
+        save_png(self.root / "images" / file_name, tile.image)
+        meta: dict[str, Any] = {"provenance": tile.provenance.to_dict()}
+        if tile.placement is not None:
+            p = tile.placement
+            meta["placement"] = {"x0": p.x0, "y0": p.y0, "scale": p.scale}
+        self.images.append({"id": image_id, "file_name": file_name, "height": h, "width": w, "wsi_cosynth": meta})
+        n = tile.n_nuclei
+        if n == 0:
+            return
+        counts = uncompressed_rles(tile.instances, n)
+        rles = mask_utils.frPyObjects([{"size": [h, w], "counts": c} for c in counts], h, w)
+        # Mask area and box from the runs themselves: equal to pycocotools.mask.area/toBbox,
+        # which overflow on more than 65,535 objects in one call.
+        areas = [sum(c[1::2]) for c in counts]
+        boxes_rc = instance_bboxes(tile.instances, n)
+        boxes = np.stack([boxes_rc[:, 2], boxes_rc[:, 0], boxes_rc[:, 3] - boxes_rc[:, 2],
+                          boxes_rc[:, 1] - boxes_rc[:, 0]], axis=1)
+        for k in range(n):
+            if self.segmentation == "rle":
+                seg: Any = {"size": [h, w], "counts": rles[k]["counts"].decode("ascii")}
+            else:
+                seg = _polygons(tile.instances, k + 1, boxes_rc[k])
+            self.annotations.append(
+                {
+                    "id": len(self.annotations) + 1,
+                    "image_id": image_id,
+                    "category_id": int(tile.classes[k]),
+                    "iscrowd": 0,
+                    "area": float(areas[k]),
+                    "bbox": [float(v) for v in boxes[k]],
+                    "segmentation": seg,
+                }
+            )
+
+    def _finish(self) -> None:
+        data = {
+            "info": {"description": "nuclei instance segmentation exported by wsi-cosynth", "version": "1.0"},
+            "licenses": [],
+            "images": self.images,
+            "annotations": self.annotations,
+            "categories": [
+                {"id": i + 1, "name": name, "supercategory": "nucleus", "color": list(color)}
+                for i, (name, color) in enumerate(zip(self.taxonomy.names, self.taxonomy.colors))
+            ],
+        }
+        (self.root / ANNOTATIONS).write_text(json.dumps(data, separators=(",", ":")))
+        write_taxonomy_file(self.root, self.taxonomy)
+
+
+def _polygons(instances: np.ndarray, inst_id: int, box_rc: np.ndarray) -> list[list[float]]:
+    """COCO polygon parts of one instance, traced on the pixel-corner grid."""
+    r0, r1, c0, c1 = (int(v) for v in box_rc)
+    crop = instances[r0:r1, c0:c1] == inst_id
+    parts = []
+    for poly in mask_to_polygons(crop, offset_xy=(c0, r0)):
+        xy = np.asarray(poly.exterior.coords)[:-1]  # COCO rings are implicitly closed
+        flat = [float(v) for v in xy.ravel()]
+        if len(flat) >= 6 and len(flat) % 2 == 0:
+            parts.append(flat)
+    if not parts:  # unreachable for pixel masks (a pixel is 4 corners), kept as a safe fallback
+        parts.append([float(c0), float(r0), float(c1), float(r0), float(c1), float(r1), float(c0), float(r1)])
+    return parts
+
+
+# ----------------------------------------------------------------------------------------- reading
+@dataclass(frozen=True)
+class CocoImageLabels:
+    """The labels of one COCO image: instance map (ids 1..N), classes in ``taxonomy``, the record."""
+
+    record: dict
+    instances: np.ndarray
+    classes: np.ndarray
+    taxonomy: Taxonomy
+
+
+def _json_path(path: Path) -> Path:
+    if path.is_dir():
+        return path / ANNOTATIONS
+    return path
+
+
+def _taxonomy(categories: list[dict], path: Path) -> tuple[Taxonomy, dict[int, int]]:
+    """Taxonomy from the categories (sorted by id) and category id -> class id 1..K."""
+    if not categories:
+        raise CosynthError(f"{path}: no categories")
+    cats = sorted(categories, key=lambda c: int(c["id"]))
+    names = [str(c.get("name", f"category_{c['id']}")) for c in cats]
+    colors = []
+    for i, c in enumerate(cats):
+        col = c.get("color")
+        ok = isinstance(col, list) and len(col) == 3 and all(isinstance(v, int) for v in col)
+        colors.append(tuple(col) if ok else Taxonomy.from_names("x", names).colors[i])
+    stored = path.parent / "taxonomy.json"
+    key = Taxonomy.from_dict(load_json(stored)).key if stored.is_file() else path.stem
+    tax = Taxonomy(key=key, names=tuple(names), colors=tuple(colors))  # type: ignore[arg-type]
+    return tax, {int(c["id"]): i + 1 for i, c in enumerate(cats)}
+
+
+def read_coco_labels(path: str | Path) -> Iterator[CocoImageLabels]:
+    """Instance maps and classes per image of a COCO dataset JSON (or a results list with RLE)."""
+    p = _json_path(Path(path))
+    data = load_json(p)
+    if isinstance(data, list):  # a results file: annotations only, sizes from the RLE
+        data = _from_results(data, p)
+    if not isinstance(data, dict):
+        raise CosynthError(f"{p}: a COCO file must be a JSON object with images/annotations/categories")
+    for key in ("images", "annotations", "categories"):
+        if key not in data:
+            raise CosynthError(f"{p}: missing key {key!r} (found: {sorted(data)})")
+    taxonomy, cat_to_class = _taxonomy(data["categories"], p)
+    by_image: dict[Any, list[dict]] = defaultdict(list)
+    for ann in data["annotations"]:
+        by_image[ann.get("image_id")].append(ann)
+    for record in data["images"]:
+        try:
+            h, w = int(record["height"]), int(record["width"])
+        except (KeyError, TypeError, ValueError):
+            raise CosynthError(f"{p}: image {record.get('id')!r} lacks an integer height/width") from None
+        inst = np.zeros(h * w, dtype=np.int64)  # Fortran-flat, as RLE runs are
+        classes: list[int] = []
+        for ann in by_image.get(record.get("id"), []):
+            if int(ann.get("iscrowd", 0)):
+                continue
+            cat = ann.get("category_id")
+            if cat not in cat_to_class:
+                raise CosynthError(f"{p}: annotation {ann.get('id')} has category_id {cat!r} not in categories")
+            k = len(classes) + 1
+            if _paint(inst, ann.get("segmentation"), h, w, k, p, ann.get("id")):
+                classes.append(cat_to_class[cat])
+        grid = inst.reshape((h, w), order="F")
+        cls_by_id = np.concatenate([[0], classes]).astype(np.int64)
+        new, new_classes = relabel_contiguous(grid, cls_by_id)
+        yield CocoImageLabels(record=record, instances=new, classes=new_classes, taxonomy=taxonomy)
+
+
+def _paint(flat: np.ndarray, seg: Any, h: int, w: int, value: int, path: Path, ann_id: Any) -> bool:
+    if isinstance(seg, dict) and "counts" in seg:
+        size = seg.get("size")
+        if list(size or []) != [h, w]:
+            raise CosynthError(f"{path}: annotation {ann_id} RLE size {size} != image [height, width] [{h}, {w}]")
+        counts = seg["counts"]
+        counts = decode_counts_string(counts) if isinstance(counts, (str, bytes)) else [int(c) for c in counts]
+        return paint_counts(flat, counts, value) > 0
+    if isinstance(seg, list):
+        import shapely
+
+        polys = []
+        for part in seg:
+            if isinstance(part, list) and len(part) >= 6 and len(part) % 2 == 0:
+                xy = np.asarray(part, dtype=np.float64).reshape(-1, 2)
+                poly = shapely.make_valid(shapely.Polygon(xy))
+                polys.append(poly)
+        if not polys:
+            return False
+        geom = shapely.union_all([g for g in polys if g.area > 0]) if any(g.area > 0 for g in polys) else None
+        if geom is None:
+            return False
+        geoms = [g for g in shapely.get_parts(geom) if g.geom_type == "Polygon"]
+        mask = rasterize_polygon(shapely.MultiPolygon(geoms), (h, w)) if geoms else np.zeros((h, w), bool)
+        flat_mask = mask.ravel(order="F")
+        flat[flat_mask] = value
+        return bool(flat_mask.any())
+    raise CosynthError(f"{path}: annotation {ann_id} has no usable segmentation (RLE dict or polygon list)")
+
+
+def _from_results(results: list, path: Path) -> dict:
+    """A COCO results list (RLE segmentations) as a dataset dict, sizes taken from the RLEs."""
+    images: dict[Any, dict] = {}
+    cats: set[int] = set()
+    for ann in results:
+        seg = ann.get("segmentation") if isinstance(ann, dict) else None
+        if not (isinstance(seg, dict) and "size" in seg):
+            raise CosynthError(f"{path}: a results list needs RLE segmentations with 'size'")
+        h, w = (int(v) for v in seg["size"])
+        images.setdefault(ann["image_id"], {"id": ann["image_id"], "height": h, "width": w, "file_name": None})
+        cats.add(int(ann["category_id"]))
+    anns = [dict(a, id=i + 1) for i, a in enumerate(results)]
+    return {"images": list(images.values()), "annotations": anns,
+            "categories": [{"id": c, "name": f"category_{c}"} for c in sorted(cats)]}
+
+
+def count(path: Path) -> int:
+    data = load_json(_json_path(path))
+    if not isinstance(data, dict) or "images" not in data:
+        raise CosynthError(f"{_json_path(path)}: missing key 'images'")
+    return len(data["images"])
+
+
+def read(path: Path, *, images_dir: str | Path | None = None) -> Iterator[LabelledTile]:
+    """Yield one tile per COCO image (image files must exist; see the module docstring)."""
+    p = _json_path(path)
+    roots = [Path(images_dir)] if images_dir else [p.parent / "images", p.parent]
+    for labels in read_coco_labels(p):
+        rec = labels.record
+        name = rec.get("file_name")
+        if not name:
+            raise CosynthError(f"{p}: image {rec.get('id')!r} has no file_name")
+        image_path = next((r / name for r in roots if (r / name).is_file()), roots[0] / name)
+        image = load_image(image_path)
+        if image.shape[:2] != labels.instances.shape:
+            raise CosynthError(
+                f"{image_path}: image shape {image.shape[:2]} != COCO height/width {labels.instances.shape}"
+            )
+        meta = rec.get("wsi_cosynth") or {}
+        prov = meta.get("provenance")
+        provenance = Provenance.from_dict(prov) if prov else Provenance(name=Path(name).stem, source=str(image_path))
+        pl = meta.get("placement")
+        placement = SlidePlacement(float(pl["x0"]), float(pl["y0"]), float(pl["scale"])) if pl else None
+        yield LabelledTile(
+            image=image,
+            instances=labels.instances,
+            classes=labels.classes,
+            taxonomy=labels.taxonomy,
+            provenance=provenance,
+            placement=placement,
+        )

@@ -1,0 +1,195 @@
+"""HoVer-Net / CoNSeP-style tiles (read only).
+
+Layouts accepted (``path`` is the dataset directory; stems pair images with labels):
+
+1. HoVer-Net training tiles (as ``../shared/data/consep/train``)::
+
+       images/<stem>.jpg|png     RGB
+       inst/<stem>.npy           (H, W) integer instance map, 0 = background, ids need not be contiguous
+       type_mat/<stem>.mat       inst_type (N, 1): row k = the k-th smallest id of the instance map
+                                 (or row k = id k + 1 when N equals the largest id); optional
+                                 inst_uid (N, 1) giving each row's id explicitly
+
+2. CoNSeP release / HoVer-Net tile-mode ``.mat`` (FORMATS.md 5.2, 5.3)::
+
+       images/<stem>.png         (also Images/)
+       labels/<stem>.mat         (also Labels/, mat/) with inst_map (H, W) and either
+                                 inst_type (N, 1) [+ inst_uid (N, 1)], inst_type (N, 2) as [id, type],
+                                 or type_map (H, W) (majority type per instance)
+
+Classes: the merged CoNSeP set (1 other, 2 inflammatory, 3 epithelial, 4 spindle). ``types``
+says how the files' type codes read: ``"merged"`` (1..4 as above), ``"original"`` (CoNSeP's
+seven classes, merged as HoVer-Net trains: 3, 4 -> epithelial; 5, 6, 7 -> spindle), or ``"auto"``
+(default): merged for layout 1, original for layout 2. Type 0 (unlabelled) is an error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from ..errors import CosynthError, require_dir
+from ..records import LabelledTile, Provenance, relabel_contiguous
+from ..taxonomy import get_taxonomy
+from ._common import IMAGE_SUFFIXES, as_instance_map, list_stems, load_image, load_mat, load_npy
+
+TypeCodes = Literal["auto", "merged", "original"]
+# HoVer-Net's merge of CoNSeP's 7 classes into 4 (dataset.py __CoNSeP.load_ann).
+_ORIGINAL_TO_MERGED = np.array([0, 1, 2, 3, 3, 4, 4, 4], dtype=np.int64)
+_LABEL_DIRS = ("labels", "Labels", "mat")
+
+
+def _image_dir(root: Path) -> Path:
+    for name in ("images", "Images"):
+        if (root / name).is_dir():
+            return root / name
+    raise CosynthError(f"{root}: no images/ folder (CoNSeP layout: images/, inst/ + type_mat/ or labels/)")
+
+
+def _pairs(root: Path) -> list[tuple[str, Path, Path, Path | None]]:
+    """(stem, image, label-or-inst file, type_mat file or None) per tile."""
+    require_dir(root, "CoNSeP-style dataset")
+    images = list_stems(_image_dir(root), IMAGE_SUFFIXES)
+    if not images:
+        raise CosynthError(f"{_image_dir(root)}: no images found")
+    out: list[tuple[str, Path, Path, Path | None]] = []
+    if (root / "inst").is_dir():
+        insts = list_stems(root / "inst", (".npy",))
+        mats = list_stems(root / "type_mat", (".mat",))
+        for stem, img in images.items():
+            if stem not in insts:
+                raise CosynthError(f"{root / 'inst'}: no instance map {stem}.npy for image {img.name}")
+            if stem not in mats:
+                raise CosynthError(f"{root / 'type_mat'}: no type file {stem}.mat for image {img.name}")
+            out.append((stem, img, insts[stem], mats[stem]))
+        return out
+    label_dir = next((root / d for d in _LABEL_DIRS if (root / d).is_dir()), None)
+    if label_dir is None:
+        raise CosynthError(f"{root}: neither inst/ + type_mat/ nor labels/ with .mat files")
+    mats = list_stems(label_dir, (".mat",))
+    for stem, img in images.items():
+        if stem not in mats:
+            raise CosynthError(f"{label_dir}: no label file {stem}.mat for image {img.name}")
+        out.append((stem, img, mats[stem], None))
+    return out
+
+
+def count(path: Path) -> int:
+    return len(_pairs(path))
+
+
+def read(path: Path, *, types: TypeCodes = "auto", mpp: float | None = None) -> Iterator[LabelledTile]:
+    """Yield the tiles of a CoNSeP-style directory in stem order (see the module docstring)."""
+    if types not in ("auto", "merged", "original"):
+        raise CosynthError(f"types must be 'auto', 'merged' or 'original', got {types!r}")
+    taxonomy = get_taxonomy("consep")
+    for stem, image_path, label_path, type_path in _pairs(path):
+        image = load_image(image_path)
+        if type_path is not None:
+            inst = as_instance_map(load_npy(label_path), label_path, image.shape[:2])
+            mat = load_mat(type_path)
+            codes = "merged" if types == "auto" else types
+            instances, classes = instances_and_types(inst, mat, type_path, codes)
+        else:
+            instances, classes = read_consep_mat(label_path, types="original" if types == "auto" else types)
+            if instances.shape != image.shape[:2]:
+                raise CosynthError(
+                    f"{label_path}: label shape {instances.shape} does not match image {image_path.name} "
+                    f"shape {image.shape[:2]}"
+                )
+        yield LabelledTile(
+            image=image,
+            instances=instances,
+            classes=classes,
+            taxonomy=taxonomy,
+            provenance=Provenance(name=stem, source=str(image_path), mpp=mpp),
+        )
+
+
+def read_consep_mat(path: str | Path, *, types: TypeCodes = "original") -> tuple[np.ndarray, np.ndarray]:
+    """Instance map and merged CoNSeP classes from a ``.mat`` holding ``inst_map``.
+
+    Returns
+    -------
+    instances : (H, W) int32, ids 1..N contiguous (ascending order of the file's ids).
+    classes : (N,) int64 in the merged CoNSeP set (1 other .. 4 spindle).
+    """
+    p = Path(path)
+    mat = load_mat(p)
+    if "inst_map" not in mat:
+        raise CosynthError(f"{p}: missing key 'inst_map' (found: {sorted(mat)})")
+    inst = as_instance_map(mat["inst_map"], p)
+    return instances_and_types(inst, mat, p, "merged" if types == "auto" else types)
+
+
+def instances_and_types(
+    inst: np.ndarray, mat: dict[str, np.ndarray], path: Path, codes: Literal["merged", "original", "raw"]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Contiguous instance map and classes from an instance map and a type record.
+
+    ``codes``: "merged" checks types are 1..4, "original" merges CoNSeP's 1..7 into 1..4, "raw"
+    returns the type codes (>= 1) unchanged.
+    """
+    ids = np.unique(inst)
+    ids = ids[ids > 0]
+    type_by_id = _type_by_id(inst, ids, mat, path)
+    raw = np.array([type_by_id[int(i)] for i in ids], dtype=np.int64)
+    if len(raw):
+        if raw.min() < 1:
+            bad = int(ids[np.flatnonzero(raw < 1)[0]])
+            raise CosynthError(f"{path}: nucleus id {bad} has type {int(raw.min())} (unlabelled); types must be >= 1")
+        top = {"merged": 4, "original": 7}.get(codes)
+        if top is not None and raw.max() > top:
+            hint = " (CoNSeP's original 7 classes? read with types='original')" if codes == "merged" else ""
+            raise CosynthError(f"{path}: type {int(raw.max())} outside 1..{top}{hint}")
+    merged = _ORIGINAL_TO_MERGED[raw] if codes == "original" else raw
+    new_inst, _ = relabel_contiguous(inst)
+    return new_inst, merged
+
+
+def _type_by_id(inst: np.ndarray, ids: np.ndarray, mat: dict[str, np.ndarray], path: Path) -> dict[int, int]:
+    if "inst_type" in mat:
+        t = np.asarray(mat["inst_type"])
+        if t.size == 0:
+            if len(ids):
+                raise CosynthError(f"{path}: inst_type is empty but the instance map has {len(ids)} nuclei")
+            return {}
+        if t.ndim == 2 and t.shape[1] == 2:
+            # The older HoVer-Net form: rows [id, type].
+            row_ids, types = t[:, 0].astype(np.int64), t[:, 1].astype(np.int64)
+        else:
+            types = np.squeeze(t).reshape(-1).astype(np.int64)
+            if "inst_uid" in mat:
+                row_ids = np.squeeze(mat["inst_uid"]).reshape(-1).astype(np.int64)
+            elif len(types) == len(ids):
+                row_ids = ids
+            elif len(ids) and len(types) == int(ids.max()):
+                row_ids = np.arange(1, len(types) + 1)
+            else:
+                raise CosynthError(
+                    f"{path}: inst_type has {len(types)} rows but the instance map has {len(ids)} nuclei "
+                    f"(largest id {int(ids.max()) if len(ids) else 0})"
+                )
+        if len(row_ids) != len(types):
+            raise CosynthError(f"{path}: inst_uid has {len(row_ids)} rows but inst_type has {len(types)}")
+        table = dict(zip(row_ids.tolist(), types.tolist()))
+        missing = [int(i) for i in ids if int(i) not in table]
+        if missing:
+            raise CosynthError(f"{path}: no type row for nucleus id(s) {missing[:5]}")
+        return table
+    if "type_map" in mat:
+        tmap = as_instance_map(mat["type_map"], path, inst.shape)
+        # Majority type over each instance's pixels.
+        fg = (inst > 0) & (tmap > 0)
+        pairs = np.stack([inst[fg], tmap[fg]], axis=1)
+        uniq, counts = np.unique(pairs, axis=0, return_counts=True)
+        table: dict[int, int] = {}
+        best: dict[int, int] = {}
+        for (i, ty), c in zip(uniq.tolist(), counts.tolist()):
+            if c > best.get(i, -1):
+                best[i], table[i] = c, ty
+        return {int(i): table.get(int(i), 0) for i in ids}
+    raise CosynthError(f"{path}: missing key 'inst_type' or 'type_map' (found: {sorted(mat)})")

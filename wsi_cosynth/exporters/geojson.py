@@ -1,0 +1,315 @@
+"""QuPath-compatible GeoJSON (FORMATS.md section 4): writer and reader.
+
+Layout written::
+
+    out/images/<name>.png       RGB tiles
+    out/tiles/<name>.geojson    one FeatureCollection per tile
+    out/<slide>.geojson         for tiles with a slide placement: all their nuclei in one
+                                FeatureCollection per source slide (import this into QuPath)
+    out/index.json              {"taxonomy", "tiles": [{name, image, geojson, size, frame,
+                                provenance, placement}]}: what ``read`` needs to rebuild tiles
+
+Each nucleus is a Feature with a UUID ``id`` (uuid5 of tile name and instance id, so reruns give
+the same bytes), a valid Polygon (or MultiPolygon for a nucleus in several parts) traced on the
+pixel-corner grid with closed rings rounded to 2 decimals, ``properties.objectType`` "detection",
+``classification`` {name, color [r, g, b]} and ``measurements`` {"Area px^2": float} (no NaN).
+Coordinates are level-0 slide pixels (``placement``: x0 + x * scale) when the tile has a
+placement ("frame": "slide"), else tile pixels ("frame": "tile").
+
+Reading (:func:`read_geojson_nuclei`) accepts every form in FORMATS.md 4: FeatureCollection,
+array of Features, single Feature, bare Geometry; objectType / object_type / type / legacy v0.2
+ids; ``nucleusGeometry`` of cells (used as the nucleus); classification as a string,
+{name|names, color}, legacy {name, colorRGB} or {parentClass, ...}; childObjects; bare or string
+NaN measurements; Polygon, MultiPolygon, Point, MultiPoint (one entry per point), LineStrings
+(kept as geometries, never rasterised). ``read`` turns a dataset written here, or a folder of
+images/<stem>.png + <stem>.geojson pairs in tile pixels, into tiles. Point features carry no
+outline, so they cannot become instance masks: ``read`` raises CosynthError for them; use
+:func:`read_geojson_nuclei` (``xy`` gives the points) to build layouts instead. Unclassified
+nuclei get the class name "unclassified".
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import CosynthError, require_dir
+from ..geometry import instance_bboxes, mask_to_polygons, rasterize_polygon
+from ..records import LabelledTile, Provenance, SlidePlacement, relabel_contiguous
+from ..taxonomy import Taxonomy
+from ._common import DatasetWriter, IMAGE_SUFFIXES, list_stems, load_image, load_json, save_png
+
+UNCLASSIFIED = "unclassified"
+_NAMESPACE = uuid.UUID("6f1c6c52-3b7e-4a0e-9a53-5b3f1f0c9d11")
+_LEGACY_IDS = {
+    "PathAnnotationObject": "annotation",
+    "PathDetectionObject": "detection",
+    "PathCellObject": "cell",
+    "PathTileObject": "tile",
+    "TMACoreObject": "tmaCore",
+    "PathRootObject": "root",
+}
+
+
+# ----------------------------------------------------------------------------------------- writing
+class Writer(DatasetWriter):
+    fmt = "geojson"
+
+    def __init__(self, out_dir: Path, taxonomy: Taxonomy, **kw: Any) -> None:
+        super().__init__(out_dir, taxonomy, **kw)
+        (self.root / "images").mkdir()
+        (self.root / "tiles").mkdir()
+        self.entries: list[dict] = []
+
+    def _add(self, tile: LabelledTile) -> None:
+        name = tile.provenance.name
+        save_png(self.root / "images" / f"{name}.png", tile.image)
+        features = tile_features(tile)
+        (self.root / "tiles" / f"{name}.geojson").write_text(
+            json.dumps({"type": "FeatureCollection", "features": features}, separators=(",", ":"))
+        )
+        pl = tile.placement
+        self.entries.append(
+            {
+                "name": name,
+                "image": f"images/{name}.png",
+                "geojson": f"tiles/{name}.geojson",
+                "size": list(tile.size),
+                "frame": "slide" if pl is not None else "tile",
+                "provenance": tile.provenance.to_dict(),
+                "placement": None if pl is None else {"x0": pl.x0, "y0": pl.y0, "scale": pl.scale},
+            }
+        )
+
+    def _finish(self) -> None:
+        by_slide: dict[str, list[str]] = {}
+        for e in self.entries:
+            if e["frame"] == "slide":
+                stem = Path(e["provenance"].get("source") or "slide").stem or "slide"
+                by_slide.setdefault(stem, []).append(e["geojson"])
+        for stem, files in by_slide.items():
+            # Stream the per-tile features into one collection: no slide-sized list in memory.
+            with open(self.root / f"{stem}.geojson", "w") as out:
+                out.write('{"type":"FeatureCollection","features":[')
+                first = True
+                for rel in files:
+                    for feat in json.loads((self.root / rel).read_text())["features"]:
+                        out.write(("" if first else ",") + json.dumps(feat, separators=(",", ":")))
+                        first = False
+                out.write("]}")
+        index = {"taxonomy": self.taxonomy.to_dict(), "tiles": self.entries}
+        (self.root / "index.json").write_text(json.dumps(index, indent=1))
+
+
+def tile_features(tile: LabelledTile) -> list[dict]:
+    """QuPath detection Features of a tile's nuclei (slide frame if the tile has a placement)."""
+    pl = tile.placement
+    offset, scale = ((pl.x0, pl.y0), pl.scale) if pl is not None else ((0.0, 0.0), 1.0)
+    boxes = instance_bboxes(tile.instances, tile.n_nuclei)
+    out = []
+    for k in range(tile.n_nuclei):
+        r0, r1, c0, c1 = (int(v) for v in boxes[k])
+        parts = mask_to_polygons(tile.instances[r0:r1, c0:c1] == k + 1, offset_xy=(c0, r0))
+        rings = [[_ring(p.exterior.coords, offset, scale)] + [_ring(h.coords, offset, scale) for h in p.interiors]
+                 for p in parts]
+        geometry = (
+            {"type": "Polygon", "coordinates": rings[0]}
+            if len(rings) == 1
+            else {"type": "MultiPolygon", "coordinates": rings}
+        )
+        cls = int(tile.classes[k])
+        out.append(
+            {
+                "type": "Feature",
+                "id": str(uuid.uuid5(_NAMESPACE, f"{tile.provenance.name}/{k + 1}")),
+                "geometry": geometry,
+                "properties": {
+                    "objectType": "detection",
+                    "classification": {"name": tile.taxonomy.name_of(cls), "color": list(tile.taxonomy.color_of(cls))},
+                    "measurements": {"Area px^2": float(sum(p.area for p in parts))},
+                },
+            }
+        )
+    return out
+
+
+def _ring(coords: Any, offset: tuple[float, float], scale: float) -> list[list[float]]:
+    xy = np.asarray(coords, dtype=np.float64) * scale + np.asarray(offset)
+    return [[round(float(x), 2), round(float(y), 2)] for x, y in xy]
+
+
+# ----------------------------------------------------------------------------------------- reading
+@dataclass(frozen=True)
+class NucleiTable:
+    """Objects of one GeoJSON file, in file order (coordinates as in the file, e.g. level-0 px).
+
+    geometries : shapely geometries (a cell's nucleusGeometry when present; one Point per point
+        of a MultiPoint); class_names : QuPath class name or "unclassified" (derived classes
+        joined with ': '); object_types : "detection", "cell", "annotation", ...; ids : the
+        Feature ids (None when absent).
+    """
+
+    geometries: list
+    class_names: list[str]
+    object_types: list[str]
+    ids: list[str | None]
+
+    def __len__(self) -> int:
+        return len(self.geometries)
+
+    @property
+    def xy(self) -> np.ndarray:
+        """(N, 2) float64 (x, y) centroid of every object."""
+        import shapely
+
+        if not self.geometries:
+            return np.zeros((0, 2))
+        return shapely.get_coordinates(shapely.centroid(np.asarray(self.geometries, dtype=object)))
+
+    @property
+    def is_point(self) -> np.ndarray:
+        return np.array([g.geom_type == "Point" for g in self.geometries], dtype=bool)
+
+
+def classification_name(obj: Any) -> str:
+    """QuPath PathClass JSON (any version) -> class name ("A: B" for derived classes)."""
+    if obj is None:
+        return UNCLASSIFIED
+    if isinstance(obj, str):
+        return obj
+    if isinstance(obj, dict):
+        if "names" in obj and isinstance(obj["names"], list):
+            return ": ".join(str(n) for n in obj["names"])
+        name = obj.get("name")
+        parent = obj.get("parentClass")
+        if parent is not None:
+            return f"{classification_name(parent)}: {name}" if name is not None else classification_name(parent)
+        if name is not None:
+            return str(name)
+    raise CosynthError(f"classification {obj!r} is not a QuPath class (string, {{name|names, color}}, legacy form)")
+
+
+def read_geojson_nuclei(path: str | Path) -> NucleiTable:
+    """All objects of a QuPath-style GeoJSON file as a :class:`NucleiTable` (see module docstring)."""
+    p = Path(path)
+    data = load_json(p)
+    table = NucleiTable([], [], [], [])
+    try:
+        for feat in _features(data, p):
+            _add_feature(table, feat, p)
+    except CosynthError:
+        raise
+    except Exception as exc:  # shapely / malformed coordinate errors
+        raise CosynthError(f"{p}: malformed GeoJSON geometry: {type(exc).__name__}: {exc}") from None
+    return table
+
+
+def _features(data: Any, path: Path) -> Iterator[dict]:
+    if isinstance(data, list):
+        items = data
+    elif isinstance(data, dict) and data.get("type") == "FeatureCollection":
+        items = data.get("features") or []
+    elif isinstance(data, dict) and data.get("type") == "Feature":
+        items = [data]
+    elif isinstance(data, dict) and "coordinates" in data or (isinstance(data, dict) and "geometries" in data):
+        items = [{"type": "Feature", "geometry": data, "properties": {"objectType": "annotation"}}]
+    else:
+        raise CosynthError(f"{path}: not GeoJSON (expected a FeatureCollection, Feature, array or Geometry)")
+    for item in items:
+        if not isinstance(item, dict):
+            raise CosynthError(f"{path}: feature list holds a {type(item).__name__}, not a Feature object")
+        yield item
+        for child in (item.get("properties") or {}).get("childObjects") or []:
+            yield from _features(child, path)
+
+
+def _add_feature(table: NucleiTable, feat: dict, path: Path) -> None:
+    import shapely.geometry
+
+    props = feat.get("properties") or {}
+    fid = feat.get("id")
+    otype = props.get("objectType") or props.get("object_type") or props.get("type")
+    if otype is None and isinstance(fid, str) and fid in _LEGACY_IDS:
+        otype = _LEGACY_IDS[fid]
+    otype = str(otype) if otype else "annotation"
+    geom_json = feat.get("nucleusGeometry") if otype == "cell" and feat.get("nucleusGeometry") else feat.get("geometry")
+    if geom_json is None:
+        return
+    name = classification_name(props.get("classification"))
+    geom = shapely.geometry.shape(geom_json)
+    parts = list(geom.geoms) if geom.geom_type == "MultiPoint" else [geom]
+    for g in parts:
+        table.geometries.append(g)
+        table.class_names.append(name)
+        table.object_types.append(otype)
+        table.ids.append(fid if isinstance(fid, str) else None)
+
+
+def _entries(path: Path) -> tuple[list[dict], Taxonomy | None]:
+    require_dir(path, "GeoJSON dataset")
+    if (path / "index.json").is_file():
+        index = load_json(path / "index.json")
+        try:
+            return list(index["tiles"]), Taxonomy.from_dict(index["taxonomy"])
+        except (KeyError, TypeError):
+            raise CosynthError(f"{path / 'index.json'}: expected keys 'tiles' and 'taxonomy'") from None
+    images = list_stems(path / "images" if (path / "images").is_dir() else path, IMAGE_SUFFIXES)
+    feats = {**list_stems(path, (".geojson", ".json")), **list_stems(path / "tiles", (".geojson", ".json"))}
+    entries = []
+    for stem, img in images.items():
+        if stem not in feats:
+            raise CosynthError(f"{path}: no {stem}.geojson for image {img.name}")
+        entries.append({"name": stem, "image": str(img), "geojson": str(feats[stem]), "frame": "tile"})
+    if not entries:
+        raise CosynthError(f"{path}: no index.json and no image + .geojson pairs")
+    return entries, None
+
+
+def count(path: Path) -> int:
+    return len(_entries(path)[0])
+
+
+def read(path: Path) -> Iterator[LabelledTile]:
+    """Yield tiles of a GeoJSON dataset (see the module docstring), nuclei in file order."""
+    entries, taxonomy = _entries(path)
+    tables = [(e, read_geojson_nuclei(path / e["geojson"])) for e in entries]
+    if taxonomy is None:  # a foreign folder: the class set is the sorted names found
+        names = sorted({n for _, t in tables for n in t.class_names})
+        taxonomy = Taxonomy.from_names(path.name or "geojson", names or [UNCLASSIFIED])
+    for entry, table in tables:
+        gj = path / entry["geojson"]
+        if table.is_point.any():
+            raise CosynthError(
+                f"{gj}: {int(table.is_point.sum())} point feature(s) carry no nucleus outline and cannot "
+                "become instance masks; read them as points with read_geojson_nuclei"
+            )
+        image = load_image(path / entry["image"])
+        h, w = image.shape[:2]
+        pl = entry.get("placement")
+        placement = SlidePlacement(float(pl["x0"]), float(pl["y0"]), float(pl["scale"])) if pl else None
+        offset, scale = ((placement.x0, placement.y0), placement.scale) if placement else ((0.0, 0.0), 1.0)
+        inst = np.zeros((h, w), dtype=np.int64)
+        cls_by_id = [0]
+        for geom, name in zip(table.geometries, table.class_names):
+            if geom.geom_type not in ("Polygon", "MultiPolygon"):
+                continue
+            mask = rasterize_polygon(geom, (h, w), offset_xy=offset, scale=scale)
+            if mask.any():
+                inst[mask] = len(cls_by_id)
+                cls_by_id.append(taxonomy.id_of(name, where=str(gj)))
+        new, classes = relabel_contiguous(inst, np.asarray(cls_by_id))
+        prov = entry.get("provenance")
+        yield LabelledTile(
+            image=image,
+            instances=new,
+            classes=classes,
+            taxonomy=taxonomy,
+            provenance=Provenance.from_dict(prov) if prov else Provenance(name=entry["name"], source=str(gj)),
+            placement=placement,
+        )

@@ -1,0 +1,106 @@
+"""HoVer-Net JSON output (read only; FORMATS.md 5.1).
+
+Layout: ``path`` is HoVer-Net's tile-mode output folder with ``json/<stem>.json`` and the input
+images in ``images/`` (or beside the JSON files); ``type_info.json`` (HoVer-Net's
+``{"id": [name, [r, g, b]]}``) beside or above selects the class names, otherwise types are read
+as PanNuke's (the type table HoVer-Net master ships). Each file is
+``{"mag": ..., "nuc": {"<id>": {"bbox", "centroid", "contour", "type_prob", "type"}}}`` with
+``contour`` the (x, y) pixel indices of boundary pixels (cv2, not closed). A nucleus is filled
+as cv2 fills its contour: pixels inside the polygon through the pixel centres plus the pixels on
+its outline. Nuclei are painted in id order; type 0 or null (unlabelled) is an error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import CosynthError, require_dir
+from ..records import LabelledTile, Provenance, relabel_contiguous
+from ..taxonomy import Taxonomy, get_taxonomy
+from ._common import IMAGE_SUFFIXES, list_stems, load_image, load_json
+
+# HoVer-Net's abbreviated PanNuke names (type_info.json) -> our class names.
+_ABBREV = {"neopla": "neoplastic", "inflam": "inflammatory", "connec": "connective", "necros": "dead",
+           "no-neo": "epithelial", "nolabe": "unlabelled"}
+
+
+def _pairs(path: Path) -> list[tuple[str, Path, Path]]:
+    require_dir(path, "HoVer-Net output folder")
+    jdir = path / "json" if (path / "json").is_dir() else path
+    jsons = list_stems(jdir, (".json",))
+    jsons.pop("type_info", None)
+    images = {**list_stems(path, IMAGE_SUFFIXES), **list_stems(path / "images", IMAGE_SUFFIXES)}
+    out = []
+    for stem, jp in jsons.items():
+        if stem not in images:
+            raise CosynthError(f"{jp}: no image {stem}.png/.jpg in {path} or {path / 'images'}")
+        out.append((stem, images[stem], jp))
+    if not out:
+        raise CosynthError(f"{path}: no HoVer-Net JSON files (json/<stem>.json)")
+    return out
+
+
+def _taxonomy(path: Path) -> Taxonomy:
+    for p in (path / "type_info.json", path.parent / "type_info.json"):
+        if p.is_file():
+            info = load_json(p)
+            try:
+                items = sorted((int(k), v[0]) for k, v in info.items() if int(k) > 0)
+            except (AttributeError, TypeError, ValueError, IndexError):
+                raise CosynthError(f"{p}: expected {{\"id\": [name, [r, g, b]]}}") from None
+            names = [_ABBREV.get(str(n), str(n)) for _, n in items]
+            if names == list(get_taxonomy("pannuke").names):
+                return get_taxonomy("pannuke")
+            return Taxonomy.from_names(p.parent.name or "hovernet", names)
+    return get_taxonomy("pannuke")
+
+
+def count(path: Path) -> int:
+    return len(_pairs(path))
+
+
+def nuclei_to_instances(nuc: dict, shape: tuple[int, int], path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """HoVer-Net ``nuc`` dict -> (H, W) instance map with ids 1..N and their type codes."""
+    from skimage.draw import line, polygon
+
+    inst = np.zeros(shape, dtype=np.int64)
+    types = [0]
+    try:
+        items = sorted(nuc.items(), key=lambda kv: int(kv[0]))
+    except (AttributeError, ValueError):
+        raise CosynthError(f"{path}: 'nuc' must map integer ids to nuclei") from None
+    for key, rec in items:
+        try:
+            xy = np.asarray(rec["contour"], dtype=np.float64).reshape(-1, 2)
+            t = rec.get("type")
+        except (KeyError, TypeError, ValueError):
+            raise CosynthError(f"{path}: nucleus {key} lacks a valid 'contour'") from None
+        if t is None or int(t) < 1:
+            raise CosynthError(f"{path}: nucleus {key} has type {t!r} (unlabelled); types must be >= 1")
+        rr, cc = polygon(xy[:, 1], xy[:, 0], shape=shape)
+        ij = np.round(xy).astype(np.int64)
+        seg = [line(a[1], a[0], b[1], b[0]) for a, b in zip(ij, np.roll(ij, -1, axis=0))]
+        pr = np.concatenate([s[0] for s in seg])
+        pc = np.concatenate([s[1] for s in seg])
+        keep = (pr >= 0) & (pr < shape[0]) & (pc >= 0) & (pc < shape[1])
+        value = len(types)
+        inst[rr, cc] = value
+        inst[pr[keep], pc[keep]] = value
+        types.append(int(t))
+    return relabel_contiguous(inst, np.asarray(types))
+
+
+def read(path: Path) -> Iterator[LabelledTile]:
+    taxonomy = _taxonomy(path)
+    for stem, image_path, json_path in _pairs(path):
+        data = load_json(json_path)
+        if not isinstance(data, dict) or "nuc" not in data:
+            raise CosynthError(f"{json_path}: missing key 'nuc' (HoVer-Net output is {{\"mag\", \"nuc\"}})")
+        image = load_image(image_path)
+        inst, types = nuclei_to_instances(data["nuc"] or {}, image.shape[:2], json_path)
+        taxonomy.check_ids(types, where=str(json_path))
+        yield LabelledTile(image=image, instances=inst, classes=types, taxonomy=taxonomy,
+                           provenance=Provenance(name=stem, source=str(image_path)))

@@ -1,0 +1,3 @@
+"""Evaluation metrics. Submodules are imported where needed so that this package stays light:
+``metrics.instance_metrics`` (Dice, AJI, AJI+, PQ, mDice) needs only numpy and scipy.
+"""

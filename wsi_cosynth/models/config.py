@@ -1,0 +1,163 @@
+"""Typed, frozen configuration of a model and its training, read from YAML presets.
+
+A config file has three sections: ``model`` (network sizes), ``diffusion`` (steps, schedules,
+loss weights) and ``train`` (optimiser and data settings). Unknown keys are errors, so a typo
+never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from ..errors import CosynthError
+
+TextKind = Literal["learned", "minilm", "clip"]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class TextConfig(_Frozen):
+    """Text encoder: ``learned`` (embedding over the prompt vocabulary, no weights needed),
+    ``minilm`` (the bundled all-MiniLM-L6-v2, 384-d) or ``clip`` (a CLIP/PLIP text tower loaded
+    from the local directory ``path``)."""
+
+    kind: TextKind = "learned"
+    path: str | None = None
+    dim: int = Field(64, ge=1, description="embedding size of the learned encoder")
+    tissues: tuple[str, ...] = ("colon", "colorectal", "breast", "ovary", "lung", "kidney", "liver",
+                                "prostate", "stomach", "skin", "bladder", "pancreas", "unknown")
+
+    @model_validator(mode="after")
+    def _check_path(self) -> "TextConfig":
+        if self.kind == "clip" and not self.path:
+            raise ValueError("text.kind 'clip' needs text.path (a local CLIP/PLIP directory)")
+        return self
+
+
+class ModelConfig(_Frozen):
+    """Denoiser sizes. ``unshuffle`` is the pixel-unshuffle factor of the stem: the U-Net works
+    at tile_size / unshuffle. ``attn_resolutions`` are U-Net feature sizes (pixels) with
+    self-attention."""
+
+    unshuffle: int = Field(1, ge=1)
+    channels: int = Field(32, ge=8)
+    channel_mults: tuple[int, ...] = (1, 2)
+    num_res_blocks: int = Field(1, ge=1)
+    attn_resolutions: tuple[int, ...] = (16,)
+    num_heads: int = Field(4, ge=1)
+    groups: int = Field(8, ge=1)
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    rrdb_blocks: int = Field(1, ge=1)
+    rrdb_channels: int = Field(32, ge=4)
+    rrdb_growth: int = Field(16, ge=4)
+    text: TextConfig = TextConfig()
+
+    @model_validator(mode="after")
+    def _check_groups(self) -> "ModelConfig":
+        for m in self.channel_mults:
+            if (self.channels * m) % self.groups:
+                raise ValueError(f"channels*mult = {self.channels * m} not divisible by groups = {self.groups}")
+        return self
+
+
+class ScheduleConfig(_Frozen):
+    offset: float = Field(0.008, gt=0.0)
+    max_beta: float = Field(0.999, gt=0.0, lt=1.0)
+
+
+class DiffusionConfig(_Frozen):
+    num_steps: int = Field(1000, ge=2)
+    image: ScheduleConfig = ScheduleConfig()
+    distance: ScheduleConfig = ScheduleConfig()
+    label: ScheduleConfig = ScheduleConfig()
+    loss_weights: tuple[float, float, float] = (9.0, 1.0, 3.0)
+    label_ce_weight: float = Field(1.0, ge=0.0, description="auxiliary x0 cross-entropy in the label loss")
+
+
+class TrainConfig(_Frozen):
+    tile_size: int = Field(256, ge=8)
+    batch_size: int = Field(8, ge=1)
+    steps: int = Field(10000, ge=1)
+    lr: float = Field(1e-4, gt=0)
+    betas: tuple[float, float] = (0.9, 0.99)
+    weight_decay: float = Field(0.0, ge=0)
+    warmup_steps: int = Field(0, ge=0)
+    ema_decay: float = Field(0.999, ge=0, lt=1)
+    grad_clip: float = Field(1.0, gt=0)
+    text_drop_prob: float = Field(0.1, ge=0, le=1)
+    checkpoint_every: int = Field(200, ge=1)
+    keep_checkpoints: int = Field(3, ge=1)
+    log_every: int = Field(10, ge=1)
+    seed: int = 0
+    num_threads: int | None = Field(2, ge=1)
+
+
+class SampleConfig(_Frozen):
+    steps: int = Field(50, ge=1)
+    guidance: float = 2.0
+    sampler: Literal["ddpm", "ddim"] = "ddim"
+    eta: float = Field(0.0, ge=0)
+
+
+class CosynthConfig(_Frozen):
+    name: str
+    model: ModelConfig = ModelConfig()
+    diffusion: DiffusionConfig = DiffusionConfig()
+    train: TrainConfig = TrainConfig()
+    sample: SampleConfig = SampleConfig()
+
+    @model_validator(mode="after")
+    def _check_sizes(self) -> "CosynthConfig":
+        inner = self.train.tile_size // self.model.unshuffle
+        down = 2 ** (len(self.model.channel_mults) - 1)
+        if self.train.tile_size % self.model.unshuffle or inner % down:
+            raise ValueError(
+                f"tile_size {self.train.tile_size} must be divisible by unshuffle {self.model.unshuffle} "
+                f"times 2^(levels-1) = {down}"
+            )
+        return self
+
+    def with_overrides(self, **train_overrides: object) -> "CosynthConfig":
+        """A copy with some ``train`` fields replaced (None values are ignored)."""
+        given = {k: v for k, v in train_overrides.items() if v is not None}
+        if not given:
+            return self
+        return self.model_copy(update={"train": TrainConfig(**{**self.train.model_dump(), **given})})
+
+    def to_dict(self) -> dict:
+        return self.model_dump(mode="json")
+
+    @classmethod
+    def from_dict(cls, data: dict, *, where: str = "config") -> "CosynthConfig":
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            raise CosynthError(f"{where}: invalid model config: {exc}") from None
+
+
+PRESETS_DIR = Path(__file__).resolve().parents[1] / "configs"
+
+
+def load_config(path_or_name: str | Path) -> CosynthConfig:
+    """A config from a YAML file, or a preset by name (``tiny``, ``cpu-small``, ``paper-256``)."""
+    import yaml
+
+    p = Path(path_or_name)
+    if not p.is_file() and not p.suffix:
+        p = PRESETS_DIR / f"{path_or_name}.yaml"
+    if not p.is_file():
+        presets = sorted(q.stem for q in PRESETS_DIR.glob("*.yaml"))
+        raise CosynthError(f"config not found: {path_or_name} (a YAML file or a preset: {', '.join(presets)})")
+    try:
+        data = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as exc:
+        raise CosynthError(f"config {p} is not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise CosynthError(f"config {p} must be a mapping with sections model/diffusion/train")
+    data.setdefault("name", p.stem)
+    return CosynthConfig.from_dict(data, where=f"config {p}")

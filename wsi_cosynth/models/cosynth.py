@@ -1,0 +1,166 @@
+"""CosynthModel: denoiser + text encoder + joint diffusion process + what the model was trained on
+(taxonomy, mpp, tile size), with the sampling entry point used by the pipeline."""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..diffusion.guidance import combine_guidance
+from ..diffusion.joint import JointDiffusion, JointPrediction, JointState, LossWeights
+from ..diffusion.samplers import sample_steps
+from ..diffusion.schedules import CosineSchedule, strided_timesteps
+from ..errors import CosynthError
+from ..records import Layout
+from ..taxonomy import Taxonomy, normalise_name
+from .config import CosynthConfig
+from .denoiser import Denoiser
+from .text import build_prompt, build_text_encoder
+
+
+@dataclass(frozen=True)
+class SampleOutput:
+    """One co-synthesised tile.
+
+    image : (H, W, 3) uint8 RGB
+    semantic : (H, W) int64, 0 background, 1..K classes of the model's taxonomy
+    distance : (H, W) float32 in [0, 1]
+    prompt : the text the sample was conditioned on
+    """
+
+    image: np.ndarray
+    semantic: np.ndarray
+    distance: np.ndarray
+    prompt: str
+
+
+def build_process(config: CosynthConfig, n_classes: int) -> JointDiffusion:
+    d = config.diffusion
+
+    def sched(c):  # one cosine schedule per modality
+        return CosineSchedule(d.num_steps, offset=c.offset, max_beta=c.max_beta)
+
+    return JointDiffusion(image=sched(d.image), distance=sched(d.distance), label=sched(d.label),
+                          num_classes=n_classes + 1, weights=LossWeights(*d.loss_weights, label_ce=d.label_ce_weight))
+
+
+class CosynthModel(nn.Module):
+    """The joint diffusion model for one taxonomy, resolution and tile size."""
+
+    def __init__(self, config: CosynthConfig, taxonomy: Taxonomy, *, mpp: float | None, tile_size: int | None = None) -> None:
+        super().__init__()
+        self.config = config
+        self.taxonomy = taxonomy
+        self.mpp = mpp
+        self.tile_size = int(tile_size or config.train.tile_size)
+        encoder = build_text_encoder(config.model.text, list(taxonomy.names))
+        if isinstance(encoder, nn.Module):
+            self.text_encoder = encoder  # trainable: its weights are part of the checkpoint
+        else:
+            object.__setattr__(self, "text_encoder", encoder)  # frozen: kept out of state_dict
+        self.denoiser = Denoiser(config.model, n_classes=taxonomy.n_classes, tile_size=self.tile_size, text_dim=encoder.dim)
+        self.process = build_process(config, taxonomy.n_classes)
+
+    @property
+    def text_encoder_id(self) -> str:
+        return self.text_encoder.encoder_id
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.denoiser.parameters()).device
+
+    def encode_text(self, prompts: list[str], keep: torch.Tensor) -> torch.Tensor:
+        """(B, D) text condition; rows where ``keep`` is False are the learned null text."""
+        emb = self.text_encoder.encode(prompts, self.device)
+        return self.denoiser.text_condition(emb, keep.to(self.device))
+
+    def training_losses(
+        self, x0: JointState, points: torch.Tensor, prompts: list[str], keep_text: torch.Tensor, generator: torch.Generator
+    ) -> dict[str, torch.Tensor]:
+        """The joint loss at uniformly drawn steps for one batch (see JointDiffusion.losses)."""
+        b = x0.label.shape[0]
+        t = torch.randint(0, self.process.num_steps, (b,), generator=generator, device=generator.device).to(self.device)
+        text = self.encode_text(prompts, keep_text)
+        feats = self.denoiser.encode_points(points)
+        return self.process.losses(lambda x_t, tt: self.denoiser(x_t, tt, text, feats), x0, t, generator)
+
+    # ---------------------------------------------------------------- sampling
+    def _check_layouts(self, layouts: list[Layout]) -> None:
+        names = tuple(normalise_name(n) for n in self.taxonomy.names)
+        for lay in layouts:
+            where = f"layout {lay.provenance.name!r}"
+            if tuple(normalise_name(n) for n in lay.taxonomy.names) != names:
+                raise CosynthError(
+                    f"{where}: taxonomy {lay.taxonomy.key!r} ({', '.join(lay.taxonomy.names)}) differs from the model's "
+                    f"{self.taxonomy.key!r} ({', '.join(self.taxonomy.names)}); map the classes by name first"
+                )
+            if tuple(lay.size) != (self.tile_size, self.tile_size):
+                raise CosynthError(f"{where}: tile size {lay.size} but the model makes {self.tile_size}x{self.tile_size} tiles")
+
+    def prompts_for(self, layouts: list[Layout], generator: torch.Generator) -> list[str]:
+        prompts = []
+        for lay in layouts:
+            present = [self.taxonomy.name_of(c) for c in sorted(set(int(c) for c in lay.classes))]
+            prompts.append(build_prompt(lay.tissue, present, generator))
+        return prompts
+
+    @torch.no_grad()
+    def sample(
+        self,
+        layouts: list[Layout],
+        *,
+        steps: int,
+        guidance: float = 2.0,
+        sampler: str = "ddim",
+        eta: float = 0.0,
+        generator: torch.Generator,
+        device: torch.device | str | None = None,
+        callback=None,
+    ) -> list[SampleOutput]:
+        """Co-synthesise image, semantic label and distance map for each layout (one batch).
+
+        ``steps`` < T uses the strided sampler (``sampler`` "ddim" with ``eta`` or "ddpm");
+        ``guidance`` is the classifier-free scale w (1 = conditional only, no extra pass).
+        """
+        from ..layouts import rasterize_points
+
+        if not layouts:
+            return []
+        self._check_layouts(layouts)
+        device = torch.device(device) if device is not None else self.device
+        if self.device != device:
+            self.to(device)
+        self.eval()
+        b, s = len(layouts), self.tile_size
+        points = torch.stack([
+            torch.as_tensor(rasterize_points(l.xy_tile, l.classes, (s, s)), dtype=torch.long) for l in layouts
+        ]).to(device)
+        prompts = self.prompts_for(layouts, generator)
+        ones = torch.ones(b, dtype=torch.bool)
+        autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
+        with autocast:
+            feats = self.denoiser.encode_points(points)  # once per sample, reused at every step
+            cond = self.encode_text(prompts, ones)
+            if guidance == 1.0:
+                def model_fn(x_t: JointState, t: torch.Tensor) -> JointPrediction:
+                    return self.denoiser(x_t, t, cond, feats)
+            else:
+                text2 = torch.cat([cond, self.encode_text(prompts, ~ones)])
+                feats2 = torch.cat([feats, feats])
+
+                def model_fn(x_t: JointState, t: torch.Tensor) -> JointPrediction:
+                    # conditional and unconditional halves as ONE batched forward
+                    c, u = self.denoiser(x_t.repeat(2), t.repeat(2), text2, feats2).chunk(2)
+                    return combine_guidance(c, u, guidance)
+
+            timesteps = strided_timesteps(self.process.num_steps, steps)
+            x = sample_steps(model_fn, (b, s, s), self.process, timesteps=timesteps, method=sampler, eta=eta,
+                             generator=generator, device=device, callback=callback)
+        image = ((x.image.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+        dist = ((x.distance.float().clamp(-1, 1) + 1) / 2)[:, 0].cpu().numpy().astype(np.float32)
+        sem = x.label.long().cpu().numpy()
+        return [SampleOutput(image[i], sem[i], dist[i], prompts[i]) for i in range(b)]

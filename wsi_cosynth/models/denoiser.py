@@ -1,0 +1,82 @@
+"""The full conditional denoiser: (x_t, t, text, point map) -> joint prediction.
+
+Input: the noisy image (3), distance map (1) and label as one-hot over K = n_classes + 1 classes
+(incl. background, scaled to {-1, 1}) are concatenated, pixel-unshuffled by ``unshuffle`` (a
+lossless space-to-depth stem so the U-Net works at tile_size / unshuffle) and projected to
+``channels``. The RRDB features of the point map are added to these input features. The U-Net
+body is conditioned on the timestep embedding plus the projected text embedding (FiLM). The head
+predicts image noise (3), distance noise (1) and x_0 label logits (K), shuffled back to full size.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..diffusion.joint import JointPrediction, JointState
+from .config import ModelConfig
+from .rrdb import PointEncoder
+from .unet import UNetBody, timestep_embedding
+
+
+def point_map_channels(points: torch.Tensor, n_classes: int) -> torch.Tensor:
+    """(B, H, W) int64 point map (0 = no nucleus, k = a class-k centroid) -> (B, n_classes, H, W) float."""
+    onehot = F.one_hot(points.long(), n_classes + 1).permute(0, 3, 1, 2).float()
+    return onehot[:, 1:]
+
+
+class Denoiser(nn.Module):
+    """The joint denoiser network for tiles of ``tile_size`` with ``n_classes`` nucleus classes."""
+
+    def __init__(self, config: ModelConfig, *, n_classes: int, tile_size: int, text_dim: int) -> None:
+        super().__init__()
+        self.config = config
+        self.n_classes = n_classes
+        self.num_labels = n_classes + 1
+        f = config.unshuffle
+        self.unshuffle = f
+        in_ch = (3 + 1 + self.num_labels) * f * f
+        out_ch = (3 + 1 + self.num_labels) * f * f
+        ch = config.channels
+        emb_dim = 4 * ch
+        self.time_mlp = nn.Sequential(nn.Linear(ch, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
+        self.text_proj = nn.Sequential(nn.Linear(text_dim, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
+        # Stands for "no text" when the prompt is dropped (training) or for the unconditional pass.
+        self.null_text = nn.Parameter(torch.zeros(text_dim))
+        self.stem = nn.Conv2d(in_ch, ch, 3, padding=1)
+        self.points = PointEncoder(n_classes * f * f, ch, channels=config.rrdb_channels,
+                                   growth=config.rrdb_growth, num_blocks=config.rrdb_blocks)
+        self.body = UNetBody(
+            channels=ch, channel_mults=config.channel_mults, num_res_blocks=config.num_res_blocks,
+            emb_dim=emb_dim, size=tile_size // f, attn_resolutions=config.attn_resolutions,
+            heads=config.num_heads, groups=config.groups, dropout=config.dropout,
+        )
+        self.head = nn.Sequential(nn.GroupNorm(config.groups, self.body.out_channels), nn.SiLU(),
+                                  nn.Conv2d(self.body.out_channels, out_ch, 3, padding=1))
+
+    def encode_points(self, points: torch.Tensor) -> torch.Tensor:
+        """(B, H, W) int64 point map -> (B, channels, H/f, W/f) features; computed once per sample."""
+        x = point_map_channels(points, self.n_classes)
+        return self.points(F.pixel_unshuffle(x, self.unshuffle))
+
+    def text_condition(self, text: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+        """(B, D) text embeddings with rows where ``keep`` is False replaced by the null text."""
+        return torch.where(keep.view(-1, 1), text, self.null_text.to(text.dtype).expand_as(text))
+
+    def forward(self, x_t: JointState, t: torch.Tensor, text: torch.Tensor, point_features: torch.Tensor) -> JointPrediction:
+        """Predict (eps_image, eps_distance, log x0_label) at steps ``t`` (B,).
+
+        ``text`` is (B, D) (already null where dropped); ``point_features`` come from
+        :meth:`encode_points` and are reused across steps.
+        """
+        label = F.one_hot(x_t.label.long(), self.num_labels).permute(0, 3, 1, 2).to(x_t.image.dtype) * 2 - 1
+        x = torch.cat([x_t.image, x_t.distance, label], dim=1)
+        h = self.stem(F.pixel_unshuffle(x, self.unshuffle)) + point_features.to(x.dtype)
+        emb = self.time_mlp(timestep_embedding(t, self.config.channels)) + self.text_proj(text)
+        out = F.pixel_shuffle(self.head(self.body(h, emb)), self.unshuffle).float()
+        return JointPrediction(
+            eps_image=out[:, :3],
+            eps_distance=out[:, 3:4],
+            log_x0_label=torch.log_softmax(out[:, 4:], dim=1),
+        )

@@ -1,0 +1,90 @@
+"""Where a synthetic export's layouts come from: the slide's annotations, or the layout model.
+
+``annotations``: each tissue tile's annotated nuclei become its layout (classes mapped by name
+into the synthesis model's taxonomy). ``resample``: each tile gets a NEW layout drawn from a
+fitted layout model (:mod:`wsi_cosynth.layouts.point_process`), the default when the slide has
+no annotations, so unannotated slides still yield datasets.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from importlib import resources
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from ..errors import CosynthError
+from ..records import Layout
+from ..taxonomy import Taxonomy, class_mapping
+from .real import SlidePlan, class_lookup, tile_layout
+
+LayoutSource = Literal["auto", "annotations", "resample"]
+LAYOUT_SOURCES = ("auto", "annotations", "resample")
+
+
+def default_layout_model_path() -> Path:
+    """The bundled layout model (fitted on CoNSeP training layouts, 0.25 um/px)."""
+    return Path(str(resources.files("wsi_cosynth") / "assets" / "layout-model-consep.json"))
+
+
+def resolve_layout_source(source: str, plan: SlidePlan) -> Literal["annotations", "resample"]:
+    if source not in LAYOUT_SOURCES:
+        raise CosynthError(f"unknown --layouts {source!r} (valid: {', '.join(LAYOUT_SOURCES)})")
+    has_nuclei = plan.annotations is not None and len(plan.annotations) > 0
+    if source == "annotations" and not has_nuclei:
+        raise CosynthError(
+            f"--layouts annotations: slide {plan.reader.path} has no nuclei annotations "
+            "(give --annotations FILE, put a sidecar .geojson next to the slide, or use --layouts resample)"
+        )
+    if source == "auto":
+        return "annotations" if has_nuclei else "resample"
+    return source  # type: ignore[return-value]
+
+
+def annotated_layouts(plan: SlidePlan, taxonomy: Taxonomy, class_map: dict[str, str] | None,
+                      max_tiles: int | None) -> list[Layout]:
+    """One layout per tissue tile from the slide's annotated nuclei (no pixels are read)."""
+    lookup = class_lookup(plan.annotations, taxonomy, class_map)
+    layouts = []
+    for pos in plan.positions():
+        if max_tiles is not None and len(layouts) >= max_tiles:
+            break
+        layouts.append(_layout_at(plan, pos, taxonomy, lookup))
+    return layouts
+
+
+def _layout_at(plan: SlidePlan, pos, taxonomy: Taxonomy, lookup: dict[str, int]) -> Layout:
+    from .real import SlideTile
+
+    tile = SlideTile(position=pos, image=np.zeros((0, 0, 3), np.uint8), nuclei=plan.nuclei_of(pos))
+    return tile_layout(plan, tile, taxonomy, lookup)
+
+
+def resampled_layouts(plan: SlidePlan, taxonomy: Taxonomy, class_map: dict[str, str] | None,
+                      max_tiles: int | None, *, layout_model: str | Path | None, seed: int) -> list[Layout]:
+    """One NEW layout per tissue tile, sampled from the layout model at the tiles' resolution."""
+    from ..layouts.point_process import load_layout_model, sample_layout
+
+    model = load_layout_model(layout_model or default_layout_model_path())
+    lut = class_mapping(model.taxonomy, taxonomy, class_map)
+    # The process was fitted in pixels of model.mpp: sample the same physical window, then scale.
+    ratio = (plan.target_mpp / model.mpp) if model.mpp else 1.0
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed) & 0xFFFFFFFF, 0x1A70]))
+    layouts = []
+    for pos in plan.positions():
+        if max_tiles is not None and len(layouts) >= max_tiles:
+            break
+        window = max(1, int(round(pos.tile_size * ratio)))
+        drawn = sample_layout(model, (window, window), rng, name=pos.name)
+        xy = np.clip(drawn.xy_tile / ratio, 0, np.nextafter(pos.tile_size, 0))
+        layouts.append(Layout(xy_tile=xy, classes=lut[drawn.classes], size=(pos.tile_size, pos.tile_size),
+                              taxonomy=taxonomy, provenance=plan.provenance(pos), placement=pos.placement))
+    return layouts
+
+
+def with_tissue(layouts: list[Layout], tissue: str | None) -> list[Layout]:
+    """Give layouts without a tissue type the fallback ``tissue``."""
+    return [lay if lay.tissue or not tissue else replace(lay, provenance=replace(lay.provenance, tissue=tissue))
+            for lay in layouts]

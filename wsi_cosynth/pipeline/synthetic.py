@@ -1,0 +1,191 @@
+"""Synthetic export: slide -> tissue tiles at the model's resolution -> layouts (annotations or
+resampled) -> deterministic batches -> sampler + point-guided watershed (in-process or Dask) ->
+dataset writer + preview.
+
+Resume: finished batches are kept in a work directory next to the output (see workdir.py); a
+rerun of the same command after an interruption synthesises only the missing batches and ends
+with the same files as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from ..errors import CosynthError
+from ..records import LabelledTile, Layout
+from ..slide import TissueParams
+from ..taxonomy import Taxonomy
+from .execution import run_batches
+from .jobs import Batch, make_batches, plan_jobs
+from .layouts_for_slide import annotated_layouts, resampled_layouts, resolve_layout_source, with_tissue
+from .real import ExportSummary, plan_slide
+from .workdir import WorkDir
+from .worker import SamplingSpec
+
+PREVIEW_NAME = "preview.png"
+
+
+def default_model_path() -> Path:
+    """The bundled default model (a checkpoint directory)."""
+    return Path(str(resources.files("wsi_cosynth") / "assets" / "default-model"))
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What planning needs from a checkpoint, read without loading its weights."""
+
+    path: Path
+    taxonomy: Taxonomy
+    mpp: float | None
+    tile_size: int
+    digest: str
+
+
+def model_info(path: str | Path | None) -> ModelInfo:
+    from ..training.checkpoint import WEIGHTS, read_metadata
+
+    p = Path(path) if path is not None else default_model_path()
+    meta = read_metadata(p)
+    directory = p if p.is_dir() else p.parent
+    digest = hashlib.sha256((directory / WEIGHTS).read_bytes()).hexdigest()[:16]
+    return ModelInfo(path=directory, taxonomy=Taxonomy.from_dict(meta["taxonomy"]), mpp=meta.get("mpp"),
+                     tile_size=int(meta["tile_size"]), digest=digest)
+
+
+def _layouts_digest(layouts: list[Layout]) -> str:
+    h = hashlib.sha256()
+    for lay in layouts:
+        h.update(lay.provenance.name.encode())
+        h.update(str(lay.tissue).encode())
+        h.update(lay.xy_tile.round(3).tobytes())
+        h.update(lay.classes.tobytes())
+    return h.hexdigest()[:16]
+
+
+def synthesize_to_dataset(
+    layouts: list[Layout],
+    out: str | Path,
+    fmt: str,
+    model: ModelInfo,
+    *,
+    per_layout: int = 1,
+    steps: int = 25,
+    guidance: float = 2.0,
+    sampler: str = "ddim",
+    eta: float = 0.0,
+    seed: int = 0,
+    batch_size: int = 4,
+    device: str = "auto",
+    workers: int = 0,
+    scheduler: str | None = None,
+    restart: bool = False,
+    progress: bool = False,
+    writer_options: dict[str, Any] | None = None,
+) -> tuple[int, int]:
+    """Co-synthesise ``per_layout`` tiles per layout and write them as a dataset in ``fmt``.
+
+    Returns (tiles written, nuclei written).
+    """
+    from tqdm import tqdm
+
+    from ..exporters import WRITE_FORMATS, open_writer
+    from ..render import preview, save_png
+
+    if str(fmt).lower() not in WRITE_FORMATS:
+        raise CosynthError(f"unknown export format {fmt!r} (valid: {', '.join(WRITE_FORMATS)})")
+    if steps < 1:
+        raise CosynthError(f"--steps must be >= 1, got {steps}")
+    jobs = plan_jobs(layouts, per_layout)
+    batches = make_batches(jobs, batch_size, seed)
+    params = {"model": model.digest, "layouts": _layouts_digest(layouts), "per_layout": per_layout, "steps": steps,
+              "guidance": guidance, "sampler": sampler, "eta": eta, "seed": seed, "batch_size": batch_size}
+    work = WorkDir(out, params, restart=restart)
+    todo = [b for b in batches if not work.is_done(b)]
+    spec = SamplingSpec(model_path=str(model.path), steps=steps, guidance=guidance, sampler=sampler, eta=eta,
+                        device=device)
+    bar = tqdm(total=len(jobs), initial=len(jobs) - sum(len(b.jobs) for b in todo), disable=not progress,
+               desc="synthesise", unit="tile", dynamic_ncols=True)
+
+    def keep(batch: Batch, tiles: list[LabelledTile]) -> None:
+        work.save(batch, tiles)
+        bar.update(len(tiles))
+
+    try:
+        run_batches(todo, spec, keep, workers=workers, scheduler=scheduler)
+    finally:
+        bar.close()
+    n_nuclei, shown = 0, []
+    with open_writer(fmt, out, model.taxonomy, **(writer_options or {})) as writer:
+        for batch in batches:
+            for tile in work.load(batch):
+                writer.add(tile)
+                n_nuclei += tile.n_nuclei
+                if len(shown) < 12:
+                    shown.append(tile)
+    save_png(Path(out) / PREVIEW_NAME, preview(shown))
+    work.remove()
+    return len(jobs), n_nuclei
+
+
+def export_synthetic(
+    slide: str | Path,
+    out: str | Path,
+    fmt: str,
+    *,
+    model: str | Path | None = None,
+    annotations: str | Path | None = None,
+    layouts: str = "auto",
+    layout_model: str | Path | None = None,
+    class_map: dict[str, str] | None = None,
+    taxonomy: str | None = None,
+    mpp: float | None = None,
+    stride: int | None = None,
+    min_tissue: float = 0.5,
+    slide_mpp: float | None = None,
+    tissue: str | None = None,
+    tissue_regions: str | Path | None = None,
+    tissue_params: TissueParams = TissueParams(),
+    max_tiles: int | None = None,
+    seed: int = 0,
+    progress: bool = False,
+    **sampling: Any,
+) -> ExportSummary:
+    """Co-synthesise a dataset for a slide's tissue tiles (see the module docstring).
+
+    Tiles are laid at the MODEL's resolution and tile size unless ``mpp`` is given. ``sampling``
+    takes the keyword options of :func:`synthesize_to_dataset` (per_layout, steps, guidance,
+    sampler, eta, batch_size, device, workers, scheduler, restart, writer_options).
+    """
+    info = model_info(model)
+    if taxonomy is not None:
+        from ..taxonomy import get_taxonomy
+
+        wanted = get_taxonomy(taxonomy)
+        if wanted.names != info.taxonomy.names:
+            raise CosynthError(
+                f"model {info.path} makes classes {list(info.taxonomy.names)} ({info.taxonomy.key}), not "
+                f"{list(wanted.names)} ({wanted.key}); export with its own taxonomy and convert with --class-map, "
+                "or train a model on that class set"
+            )
+    target_mpp = float(mpp if mpp is not None else (info.mpp or 0.5))
+    if max_tiles is not None and max_tiles < 1:
+        raise CosynthError(f"--max-tiles must be >= 1, got {max_tiles}")
+    with plan_slide(slide, annotations, mpp=target_mpp, tile_size=info.tile_size, stride=stride,
+                    min_tissue=min_tissue, slide_mpp=slide_mpp, tissue=tissue, tissue_regions=tissue_regions,
+                    tissue_params=tissue_params) as plan:
+        source = resolve_layout_source(layouts, plan)
+        if source == "annotations":
+            chosen = annotated_layouts(plan, info.taxonomy, class_map, max_tiles)
+        else:
+            chosen = resampled_layouts(plan, info.taxonomy, class_map, max_tiles, layout_model=layout_model, seed=seed)
+        chosen = with_tissue(chosen, tissue)
+        notes = list(plan.warnings)
+        if source == "resample":
+            notes.append(f"layouts resampled from the layout model ({len(chosen)} tiles)")
+    n_tiles, n_nuclei = synthesize_to_dataset(chosen, out, fmt, info, seed=seed, progress=progress, **sampling)
+    return ExportSummary(out=Path(out), fmt=str(fmt).lower(), n_tiles=n_tiles, n_nuclei=n_nuclei,
+                         taxonomy=info.taxonomy.key, warnings=tuple(notes))

@@ -1,0 +1,91 @@
+"""The resumable work directory of a synthetic export.
+
+``<out>.cosynth-work/`` (a sibling of the dataset directory) holds ``manifest.json`` (the run's
+parameters and the number of batches) and one ``batch_<index>.npz`` per finished batch, each
+written atomically. A rerun with the same parameters skips the finished batches, so an
+interrupted export resumes without duplicates and ends with the same files; a rerun with
+different parameters is refused (the user deletes the work directory or passes ``--restart``).
+The dataset itself is written from the batch files at the end and the work directory removed.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from ..atomic import write_bytes_atomic, write_text_atomic
+from ..errors import CosynthError
+from ..records import LabelledTile
+from .jobs import Batch
+
+MANIFEST = "manifest.json"
+
+
+class WorkDir:
+    """Finished batches of one run, on disk."""
+
+    def __init__(self, out_dir: str | Path, params: dict, *, restart: bool = False) -> None:
+        out = Path(out_dir)
+        self.path = out.with_name(f".{out.name}.cosynth-work")
+        self.params = params
+        manifest = self.path / MANIFEST
+        if restart and self.path.exists():
+            shutil.rmtree(self.path)
+        if manifest.is_file():
+            try:
+                previous = json.loads(manifest.read_text())
+            except json.JSONDecodeError as exc:
+                raise CosynthError(f"corrupt resume manifest {manifest}: {exc}; rerun with --restart") from None
+            if previous.get("params") != params:
+                changed = sorted(k for k in set(params) | set(previous.get("params", {}))
+                                 if params.get(k) != previous.get("params", {}).get(k))
+                raise CosynthError(
+                    f"{self.path} holds an interrupted run with different settings ({', '.join(changed)}); "
+                    "rerun with the same settings to resume, or pass --restart to start over"
+                )
+        else:
+            self.path.mkdir(parents=True, exist_ok=True)
+            write_text_atomic(manifest, json.dumps({"params": params}, indent=2, sort_keys=True))
+
+    def _file(self, index: int) -> Path:
+        return self.path / f"batch_{index:06d}.npz"
+
+    def is_done(self, batch: Batch) -> bool:
+        return self._file(batch.index).is_file()
+
+    def save(self, batch: Batch, tiles: list[LabelledTile]) -> None:
+        arrays: dict[str, np.ndarray] = {}
+        for i, tile in enumerate(tiles):
+            arrays[f"{i}_image"] = tile.image
+            arrays[f"{i}_instances"] = tile.instances
+            arrays[f"{i}_classes"] = tile.classes
+            arrays[f"{i}_distance"] = tile.distance if tile.distance is not None else np.zeros(tile.size, np.float32)
+            arrays[f"{i}_semantic"] = tile.extra.get("semantic", tile.semantic()).astype(np.int16)
+            arrays[f"{i}_prompt"] = np.array(tile.extra.get("prompt", ""))
+        buf = io.BytesIO()
+        np.savez_compressed(buf, **arrays)
+        write_bytes_atomic(self._file(batch.index), buf.getvalue())
+
+    def load(self, batch: Batch) -> list[LabelledTile]:
+        path = self._file(batch.index)
+        try:
+            data = np.load(path)
+            tiles = []
+            for i, job in enumerate(batch.jobs):
+                lay = job.layout
+                tiles.append(LabelledTile(
+                    image=data[f"{i}_image"], instances=data[f"{i}_instances"], classes=data[f"{i}_classes"],
+                    taxonomy=lay.taxonomy, provenance=lay.provenance, distance=data[f"{i}_distance"],
+                    placement=lay.placement,
+                    extra={"semantic": data[f"{i}_semantic"], "prompt": str(data[f"{i}_prompt"])},
+                ))
+            return tiles
+        except (OSError, KeyError, ValueError) as exc:
+            raise CosynthError(f"unreadable batch file {path}: {exc}; rerun with --restart") from None
+
+    def remove(self) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)

@@ -1,0 +1,88 @@
+"""What one worker does with one batch: load the model once, sample, separate instances.
+
+Runs in the calling process or inside a Dask worker process; the model is cached per process
+(and per device), so a worker pays the load once however many batches it gets.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..records import LabelledTile
+from .jobs import Batch
+
+_MODELS: dict[tuple[str, str], object] = {}
+
+
+@dataclass(frozen=True)
+class SamplingSpec:
+    """Everything a worker needs besides the batch (small and picklable)."""
+
+    model_path: str
+    steps: int
+    guidance: float
+    sampler: str = "ddim"
+    eta: float = 0.0
+    device: str = "auto"
+    threads: int | None = None
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` -> this worker's GPU when there is one (workers spread over GPUs), else cpu."""
+    import torch
+
+    if device != "auto":
+        return device
+    if not torch.cuda.is_available():
+        return "cpu"
+    try:
+        from distributed import get_worker
+
+        index = abs(hash(get_worker().name)) % torch.cuda.device_count()
+    except (ImportError, ValueError):
+        index = 0
+    return f"cuda:{index}"
+
+
+def cached_model(path: str, device: str):
+    """The model at ``path`` on ``device``, loaded once per process."""
+    from ..training.checkpoint import load_model
+
+    key = (os.path.abspath(path), device)
+    if key not in _MODELS:
+        _MODELS[key] = load_model(path, device=device)
+    return _MODELS[key]
+
+
+def synthesize_batch(spec: SamplingSpec, batch: Batch) -> list[LabelledTile]:
+    """Co-synthesise the batch's tiles with the model at ``spec.model_path`` (cached per process)."""
+    import torch
+
+    if spec.threads:
+        torch.set_num_threads(spec.threads)
+    device = resolve_device(spec.device)
+    return sample_tiles(cached_model(spec.model_path, device), batch, spec, device)
+
+
+def sample_tiles(model, batch: Batch, spec: SamplingSpec, device: str) -> list[LabelledTile]:
+    """Sample one batch with ``model`` and separate instances with the point-guided watershed."""
+    import torch
+
+    from ..instances import separate_instances
+
+    layouts = [job.layout for job in batch.jobs]
+    generator = torch.Generator(device="cpu").manual_seed(batch.seed)
+    samples = model.sample(layouts, steps=spec.steps, guidance=spec.guidance, sampler=spec.sampler,
+                           eta=spec.eta, generator=generator, device=device)
+    tiles = []
+    for layout, sample in zip(layouts, samples):
+        instances, classes = separate_instances(sample.distance, sample.semantic, layout.xy_tile, layout.classes)
+        tiles.append(LabelledTile(
+            image=sample.image, instances=instances, classes=classes, taxonomy=layout.taxonomy,
+            provenance=layout.provenance, distance=sample.distance, placement=layout.placement,
+            extra={"prompt": sample.prompt, "semantic": sample.semantic.astype(np.int16)},
+        ))
+    return tiles

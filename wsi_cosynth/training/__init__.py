@@ -1,0 +1,1 @@
+"""Training: the tile dataset, the training loop and checkpoints."""

@@ -1,0 +1,155 @@
+"""The training loop: AdamW, EMA, gradient clipping, bf16 autocast on CUDA, periodic atomic
+checkpoints, resume from the latest one, a progress bar and a JSONL loss log.
+
+Run directory layout::
+
+    OUT/model/                                 EMA model of the latest checkpoint (bundle this)
+    OUT/checkpoints/step-000200/               EMA model + trainer.pt (raw weights, optimiser, RNG)
+    OUT/loss.jsonl                             one record per ``log_every`` steps
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import CosynthError
+from ..models.config import CosynthConfig
+from ..models.cosynth import CosynthModel
+from ..taxonomy import Taxonomy
+from .checkpoint import read_metadata, save_checkpoint
+from .dataset import TileDataset
+
+TRAINER_STATE = "trainer.pt"
+
+
+def latest_checkpoint(out_dir: Path) -> Path | None:
+    """The newest complete ``checkpoints/step-*`` directory (with trainer state), or None."""
+    root = out_dir / "checkpoints"
+    found = sorted(p for p in root.glob("step-*") if (p / TRAINER_STATE).is_file()) if root.is_dir() else []
+    return found[-1] if found else None
+
+
+class EMA:
+    """Exponential moving average of all floating-point weights; decay warms up as
+    min(decay, (1 + n) / (10 + n)) so early averages are not dominated by the random init."""
+
+    def __init__(self, model: torch.nn.Module, decay: float) -> None:
+        self.decay = decay
+        self.shadow = {k: v.detach().clone().float() for k, v in model.state_dict().items()}
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module, step: int) -> None:
+        d = min(self.decay, (1 + step) / (10 + step))
+        for k, v in model.state_dict().items():
+            if v.is_floating_point():
+                self.shadow[k].lerp_(v.detach().float(), 1 - d)
+            else:
+                self.shadow[k].copy_(v)
+
+
+def _check_resume(meta: dict, config: CosynthConfig, taxonomy: Taxonomy, ckpt: Path) -> None:
+    if meta["config"]["model"] != config.model.model_dump(mode="json") or meta["config"]["diffusion"] != config.diffusion.model_dump(mode="json"):
+        raise CosynthError(f"cannot resume from {ckpt}: its model/diffusion config differs from config {config.name!r}")
+    if list(meta["taxonomy"]["names"]) != list(taxonomy.names):
+        raise CosynthError(f"cannot resume from {ckpt}: trained on classes {meta['taxonomy']['names']}, data has {list(taxonomy.names)}")
+
+
+def train(
+    config: CosynthConfig,
+    dataset: TileDataset,
+    out_dir: str | Path,
+    *,
+    mpp: float | None,
+    resume: bool = False,
+    device: str | torch.device = "cpu",
+    data_summary: dict | None = None,
+    progress: bool = True,
+) -> CosynthModel:
+    """Train for ``config.train.steps`` steps in total (counting resumed ones); returns the model
+    with its EMA weights loaded."""
+    from tqdm import tqdm
+
+    tc = config.train
+    device = torch.device(device)
+    out = Path(out_dir)
+    if tc.num_threads and device.type == "cpu":
+        torch.set_num_threads(tc.num_threads)
+    ckpt = latest_checkpoint(out) if resume else None
+    if not resume and latest_checkpoint(out) is not None:
+        raise CosynthError(f"{out} already holds checkpoints; pass --resume to continue or choose a new --out")
+    # Initial weights from the config seed, without touching the global RNG stream of the caller.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(tc.seed)
+        model = CosynthModel(config, dataset.taxonomy, mpp=mpp, tile_size=tc.tile_size).to(device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=tc.lr, betas=tc.betas, weight_decay=tc.weight_decay)
+    ema = EMA(model, tc.ema_decay)
+    rng = np.random.default_rng(tc.seed)
+    gen = torch.Generator(device=device).manual_seed(tc.seed + 1)
+    step = 0
+    if ckpt is not None:
+        _check_resume(read_metadata(ckpt), config, dataset.taxonomy, ckpt)
+        state = torch.load(ckpt / TRAINER_STATE, map_location=device, weights_only=False)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        ema.shadow = {k: v.to(device) for k, v in state["ema"].items()}
+        rng.bit_generator.state = state["numpy_rng"]
+        gen.set_state(state["torch_rng"])
+        step = int(state["step"])
+    summary = {**(data_summary or {}), **dataset.summary()}
+    out.mkdir(parents=True, exist_ok=True)
+    log = (out / "loss.jsonl").open("a")
+
+    def checkpoint() -> None:
+        buf = io.BytesIO()
+        torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "ema": ema.shadow, "step": step,
+                    "numpy_rng": rng.bit_generator.state, "torch_rng": gen.get_state()}, buf)
+        target = out / "checkpoints" / f"step-{step:07d}"
+        save_checkpoint(target, model, steps=step, data=summary, state_dict=ema.shadow, extra_files={TRAINER_STATE: buf.getvalue()})
+        save_checkpoint(out / "model", model, steps=step, data=summary, state_dict=ema.shadow)
+        for old in sorted((out / "checkpoints").glob("step-*"))[:-tc.keep_checkpoints]:
+            shutil.rmtree(old, ignore_errors=True)
+
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
+    model.train()
+    bar = tqdm(total=tc.steps, initial=step, disable=not progress, desc="train", dynamic_ncols=True)
+    t_last, running = time.perf_counter(), []
+    while step < tc.steps:
+        batch = dataset.batch(tc.batch_size, rng)
+        x0 = type(batch.x0)(batch.x0.image.to(device), batch.x0.distance.to(device), batch.x0.label.to(device))
+        lr = tc.lr * min(1.0, (step + 1) / tc.warmup_steps) if tc.warmup_steps else tc.lr
+        for group in opt.param_groups:
+            group["lr"] = lr
+        with autocast:
+            losses = model.training_losses(x0, batch.points.to(device), batch.prompts, batch.keep_text, gen)
+        if not torch.isfinite(losses["total"]):
+            raise CosynthError(f"training diverged at step {step}: loss {losses['total'].item()} (lower train.lr?)")
+        opt.zero_grad(set_to_none=True)
+        losses["total"].backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, tc.grad_clip)
+        opt.step()
+        step += 1
+        ema.update(model, step)
+        running.append({k: float(v.detach()) for k, v in losses.items()})
+        bar.update(1)
+        bar.set_postfix(loss=f"{running[-1]['total']:.4f}")
+        if step % tc.log_every == 0 or step == tc.steps:
+            now = time.perf_counter()
+            rec = {"step": step, **{k: float(np.mean([r[k] for r in running])) for k in running[0]},
+                   "grad_norm": float(grad_norm), "lr": lr, "s_per_step": (now - t_last) / len(running), "time": time.time()}
+            log.write(json.dumps(rec) + "\n")
+            log.flush()
+            t_last, running = now, []
+        if step % tc.checkpoint_every == 0 or step == tc.steps:
+            checkpoint()
+    bar.close()
+    log.close()
+    model.load_state_dict({k: v.to(model.state_dict()[k].dtype) for k, v in ema.shadow.items()})
+    return model.eval()
