@@ -14,15 +14,10 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
+from wsi_cosynth.slide.svs_writer import block_mean, write_aperio_svs  # noqa: F401 (re-exported)
+
 H_E_PINK = np.array([236, 170, 200], dtype=np.float64)
 H_E_PURPLE = np.array([120, 60, 150], dtype=np.float64)
-
-
-def block_mean(image: np.ndarray, factor: int) -> np.ndarray:
-    """(H, W, 3) uint8 -> (H // f, W // f, 3) uint8 area average over f x f blocks."""
-    h, w = image.shape[0] // factor * factor, image.shape[1] // factor * factor
-    blocks = image[:h, :w].astype(np.float64).reshape(h // factor, factor, w // factor, factor, -1)
-    return np.clip(np.round(blocks.mean(axis=(1, 3))), 0, 255).astype(np.uint8)
 
 
 def synthetic_he(height: int, width: int, *, seed: int = 0, tissue_fraction: float = 0.7,
@@ -37,36 +32,9 @@ def synthetic_he(height: int, width: int, *, seed: int = 0, tissue_fraction: flo
     return np.clip(np.round(rgb), 0, 255).astype(np.uint8)
 
 
-def write_svs(
-    path: str | Path,
-    image: np.ndarray,
-    *,
-    mpp: float | None = 0.25,
-    downsamples: tuple[int, ...] = (1, 4),
-    tile: int = 256,
-    compression: str | None = "jpeg",
-    quality: int = 95,
-) -> Path:
-    """Write ``image`` ((H, W, 3) uint8, level 0) as a pyramidal Aperio-style .svs.
-
-    Parameters
-    ----------
-    mpp : level-0 microns per pixel written as ``MPP``; None writes no resolution at all.
-    downsamples : integer factor per level, starting with 1.
-    compression : "jpeg" or None (uncompressed).
-    """
-    import tifffile
-
-    h, w = image.shape[:2]
-    fields = "|AppMag = 40" + (f"|MPP = {mpp}" if mpp is not None else "")
-    kwargs = {"compression": "jpeg", "compressionargs": {"level": quality}} if compression == "jpeg" else {}
-    with tifffile.TiffWriter(path) as tif:
-        for i, f in enumerate(downsamples):
-            level = image if f == 1 else block_mean(image, f)
-            desc = (f"Aperio Image Library v12.0.15\n{w}x{h} [0,0 {w}x{h}] ({tile}x{tile}) JPEG/RGB Q={quality}{fields}"
-                    if i == 0 else f"Aperio Image Library v12.0.15\n{w}x{h} -> {level.shape[1]}x{level.shape[0]}")
-            tif.write(level, tile=(tile, tile), photometric="rgb", description=desc, metadata=None, **kwargs)
-    return Path(path)
+def write_svs(path: str | Path, image: np.ndarray, *, mpp: float | None = 0.25, **options) -> Path:
+    """The package's Aperio writer with the fixtures' defaults (levels 1 and 4, JPEG Q95)."""
+    return write_aperio_svs(path, image, mpp=mpp, **options)
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:

@@ -11,6 +11,15 @@ from wsi_cosynth.diffusion.joint import JointDiffusion, JointPrediction, JointSt
 from wsi_cosynth.diffusion.samplers import sample_ancestral, sample_strided
 from wsi_cosynth.diffusion.schedules import CosineSchedule
 
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Small tensors: one thread avoids OpenMP oversubscription on a shared 2-core machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
 K = 4
 
 

@@ -197,7 +197,8 @@ def test_cli_export_and_bad_inputs(tmp_path, capsys):
     ]
     for args, needle in cases:
         out = tmp_path / "fail"
-        rc, text = _cli(["export", *args, "--format", "coco", "--out", str(out), "--no-progress"], capsys)
+        rc, text = _cli(["export", *args, "--source", "real", "--format", "coco", "--out", str(out), "--no-progress"],
+                        capsys)
         assert rc == 2, (args, text)
         assert needle in text and "Traceback" not in text, (args, text)
         assert not out.exists() and not list(tmp_path.glob(".fail*")), args

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 import torch
 
@@ -55,9 +53,11 @@ def _write_tiny_clip(path):
     for ch in chars:
         vocab.setdefault(ch, len(vocab))
         vocab.setdefault(ch + "</w>", len(vocab))
-    (path / "vocab.json").write_text(json.dumps(vocab))
-    (path / "merges.txt").write_text("#version: 0.2\n")
-    tok = CLIPTokenizer(vocab_file=str(path / "vocab.json"), merges_file=str(path / "merges.txt"))
+    # A couple of merges so the tokenizer really runs BPE: "n" + "u" -> "nu", "nu" + "c" -> "nuc".
+    vocab.update({"nu": len(vocab), "nuc": len(vocab) + 1})
+    tok = CLIPTokenizer(vocab=vocab, merges=[("n", "u"), ("nu", "c")])
+    ids = tok("nuclei")["input_ids"]
+    assert ids[0] == 0 and ids[-1] == 1 and vocab["nuc"] in ids  # <bos> nuc l e i</w> <eos>
     cfg = CLIPTextConfig(vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                          num_attention_heads=2, max_position_embeddings=128, bos_token_id=0, eos_token_id=1, pad_token_id=1)
     torch.manual_seed(0)

@@ -56,6 +56,8 @@ def _add_synthesis_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--batch-size", type=int, default=4, help="tiles per network batch")
     g.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (a GPU per worker when present)")
     g.add_argument("--workers", type=int, default=0, help="local Dask worker processes (0: in-process)")
+    g.add_argument("--threads", type=int, default=None,
+                   help="torch threads per worker (default: all cores in-process, cores / N with --workers N)")
     g.add_argument("--scheduler", default=None, help="address of an existing Dask scheduler (tcp://host:8786)")
     g.add_argument("--restart", action="store_true", help="discard an interrupted run's finished batches")
 
@@ -89,7 +91,7 @@ def _run_synthetic(args: argparse.Namespace):
         tissue_regions=args.tissue_regions, max_tiles=args.max_tiles,
         seed=args.seed, progress=not args.no_progress, per_layout=args.per_layout, steps=args.steps,
         guidance=args.guidance, sampler=args.sampler, eta=args.eta, batch_size=args.batch_size,
-        device=args.device, workers=args.workers, scheduler=args.scheduler, restart=args.restart,
+        device=args.device, threads=args.threads, workers=args.workers, scheduler=args.scheduler, restart=args.restart,
         writer_options={"overwrite": args.overwrite},
     )
 

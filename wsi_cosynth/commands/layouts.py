@@ -4,7 +4,7 @@ models as .json, optional PNG preview.
 
 Examples::
 
-    wsi-cosynth layouts extract --data consep/train --format consep --out real.json --preview real.png
+    wsi-cosynth layouts extract --data consep/train --format consep --mpp 0.25 --out real.json --preview real.png
     wsi-cosynth layouts extract --table nuclei.parquet --taxonomy histolytics --tile-size 256 --out slide.parquet
     wsi-cosynth layouts fit --layouts real.json --out model.json --seed 0
     wsi-cosynth layouts sample --model model.json -n 100 --size 256 256 --seed 0 --out new.json --preview new.png
@@ -28,6 +28,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     ex.add_argument("--class-map", help="YAML {source class: target class} overrides")
     ex.add_argument("--tile-size", type=int, default=256, help="window side in level-0 px for --table (default 256)")
     ex.add_argument("--tissue", help="tissue type recorded on every layout")
+    ex.add_argument("--mpp", type=float, help="microns per pixel of the tiles, recorded on every layout "
+                                              "(tile datasets such as CoNSeP do not record it)")
     ex.add_argument("--out", required=True, help="output .json or .parquet")
     ex.add_argument("--preview", help="PNG preview of the first layouts")
     fit = sub.add_parser("fit", help="fit a layout model (one per tissue type) to layouts")
@@ -100,6 +102,12 @@ def run(args: argparse.Namespace) -> int:
             layouts = _read_table(args.table, tax, class_map, args.tile_size, args.tissue)
         if not layouts:
             raise CosynthError("no layouts found in the input")
+        if args.mpp is not None:
+            if not args.mpp > 0:
+                raise CosynthError(f"--mpp must be a positive number of microns per pixel, got {args.mpp}")
+            from dataclasses import replace
+
+            layouts = [replace(lay, provenance=replace(lay.provenance, mpp=float(args.mpp))) for lay in layouts]
         write_layouts(layouts, args.out)
         print(f"{len(layouts)} layouts, {sum(len(x) for x in layouts)} nuclei -> {args.out}")
     elif args.action == "fit":

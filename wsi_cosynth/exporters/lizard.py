@@ -19,6 +19,7 @@ read as Lizard's classes.
 from __future__ import annotations
 
 import csv
+import io
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -53,7 +54,6 @@ class Writer(DatasetWriter):
         self.rows: list[tuple[str, str, int]] = []
 
     def _add(self, tile: LabelledTile) -> None:
-        import scipy.io
         from scipy import ndimage
 
         name = tile.provenance.name
@@ -68,7 +68,7 @@ class Writer(DatasetWriter):
         else:
             centroid = np.zeros((0, 2), dtype=np.float64)
         bbox = instance_bboxes(tile.instances, n).astype(np.int32)  # (r0, r1, c0, c1) == (y1, y2, x1, x2)
-        scipy.io.savemat(
+        _savemat_reproducible(
             self.root / "labels" / f"{name}.mat",
             {
                 "inst_map": tile.instances.astype(np.int32),
@@ -77,7 +77,6 @@ class Writer(DatasetWriter):
                 "bbox": bbox.reshape(-1, 4),
                 "centroid": centroid.reshape(-1, 2),
             },
-            do_compression=True,
         )
         self.rows.append((name, tile.provenance.source or "None", 1))
 
@@ -87,6 +86,23 @@ class Writer(DatasetWriter):
             out.writerow(["Filename", "Source", "Split"])
             out.writerows(self.rows)
         write_taxonomy_file(self.root, self.taxonomy)
+
+
+_MAT_HEADER = b"MATLAB 5.0 MAT-file, written by wsi-cosynth".ljust(116, b" ")
+
+
+def _savemat_reproducible(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """savemat (v5, compressed) with a fixed header text.
+
+    scipy writes the creation time into the 116-byte header text, so the same labels would give
+    different bytes on every run; a fixed text keeps reruns byte-identical (resume, same seed).
+    """
+    import scipy.io
+
+    buf = io.BytesIO()
+    scipy.io.savemat(buf, arrays, do_compression=True)
+    data = buf.getvalue()
+    path.write_bytes(_MAT_HEADER + data[116:])
 
 
 def _pairs(root: Path) -> list[tuple[str, Path, Path]]:

@@ -7,11 +7,12 @@ Steps (one model per tissue type):
    of its ``n_neighbours`` nearest neighbours, and its log local density); k-means groups the
    points into ``n_compartments`` compartments whose class mixes are the members' class
    fractions. The area of a compartment is that of the grid cells whose nearest point belongs to
-   it and lies within about one local mean spacing (``sqrt(pi / k) * d_k``); cells farther from
-   every point form the empty compartment. Density = members / area. The field offsets ``b_m``
+   it and lies within a coverage factor times the local mean spacing (``sqrt(pi / k) * d_k``);
+   cells farther from every point form the empty compartment. Density = members / area. The field offsets ``b_m``
    that give these area fractions are found by Monte Carlo (the argmax of independent unit
    Gaussians at one location has the mosaic's one-point law).
-3. ``length_compartment_px``, ``spacing_kappa``, ``softness`` and ``tau_small``: coordinate search
+3. The coverage factor of step 2 (1 or 1.5 local spacings), then ``length_compartment_px``,
+   ``spacing_kappa``, ``softness`` (only with a core) and ``mark_coupling``: coordinate search
    over small grids by simulation, minimising :func:`~wsi_cosynth.layouts.stats.layout_distance`
    between simulated tiles and the real layouts (density, nearest-neighbour distances overall and
    per class, Ripley's L per class pair, composition), with common random numbers; after each
@@ -39,7 +40,7 @@ from .stats import layout_distance, layout_statistics
 _LENGTH_GRID_PX = (32.0, 64.0, 128.0, 256.0, 512.0)
 _KAPPA_GRID = (0.0, 0.3, 0.4, 0.5, 0.6, 0.7)
 _SOFTNESS_GRID = (0.0, 0.1, 0.3)
-_TAU_GRID = (0.0, 0.5, 1.0, 2.0)
+_COVERAGE_GRID = (1.0, 1.5)
 _COUPLING_GRID = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0)
 _MAX_FIT_LAYOUTS = 400  # real layouts whose statistics the simulation is compared with
 _MAX_AREA_LAYOUTS = 2000  # real layouts the compartments are read from
@@ -75,7 +76,7 @@ def _hardcore(layouts: Sequence[Layout], k: int, q: float) -> np.ndarray:
     return np.minimum(hc, hc.T)
 
 
-def _point_features(layouts: Sequence[Layout], k: int, n_nb: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _point_features(layouts: Sequence[Layout], k: int, n_nb: int, coverage: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per point: (composition of its neighbourhood (N, K), log local density (N,), coverage radius (N,))."""
     comps, logd, radius = [], [], []
     for lay in layouts:
@@ -93,7 +94,7 @@ def _point_features(layouts: Sequence[Layout], k: int, n_nb: int) -> tuple[np.nd
         dk = np.maximum(dk, 1.0)
         lam = kk / (np.pi * dk**2)
         logd.append(np.log(lam))
-        radius.append(1.0 / np.sqrt(lam))
+        radius.append(coverage / np.sqrt(lam))
     return np.concatenate(comps), np.concatenate(logd), np.concatenate(radius)
 
 
@@ -130,9 +131,9 @@ def calibrate_offsets(area_fractions: np.ndarray, rng: np.random.Generator, n: i
     return b
 
 
-def _compartments(layouts: Sequence[Layout], k: int, m: int, n_nb: int, cell_px: float,
+def _compartments(layouts: Sequence[Layout], k: int, m: int, n_nb: int, coverage: float, cell_px: float,
                   rng: np.random.Generator) -> list[Compartment]:
-    comp, logd, radius = _point_features(layouts, k, n_nb)
+    comp, logd, radius = _point_features(layouts, k, n_nb, coverage)
     sd = float(logd.std()) or 1.0
     feats = np.concatenate([comp, 0.5 * ((logd - logd.mean()) / sd)[:, None]], axis=1)
     label = _kmeans(feats, m, rng)
@@ -175,9 +176,8 @@ def fit_layout_model(
     *,
     tissue: str | None = None,
     hardcore_quantile: float = 0.01,
-    n_compartments: int = 6,
+    n_compartments: int = 10,
     n_neighbours: int = 10,
-    length_small_px: float = 24.0,
     mark_radius_px: float = 24.0,
     mark_sweeps: int = 5,
     n_sim: int = 48,
@@ -219,14 +219,6 @@ def fit_layout_model(
     mean_count = float(np.mean([len(lay) for lay in ref]))
     real_stats = layout_statistics(ref)
     mpps = [lay.provenance.mpp for lay in layouts if lay.provenance.mpp]
-    model = LayoutModel(
-        taxonomy=tax, tissue=tissue, mpp=float(np.median(mpps)) if mpps else None,
-        compartments=tuple(_compartments(sub, k, n_compartments, n_neighbours, 4.0, rng)),
-        length_compartment_px=128.0, tau_small=0.0, length_small_px=length_small_px,
-        hardcore_px=tuple(tuple(float(v) for v in row) for row in _hardcore(layouts, k, hardcore_quantile)),
-        spacing_kappa=0.0, softness=0.0, mark_coupling=0.0, mark_radius_px=mark_radius_px,
-        mark_sweeps=mark_sweeps, n_layouts=len(layouts),
-    )
     seed = int(rng.integers(2**31))
 
     def simulate(m: LayoutModel) -> list[Layout]:
@@ -244,13 +236,29 @@ def fit_layout_model(
     def error(m: LayoutModel) -> float:
         return layout_distance(layout_statistics(simulate(m)), real_stats).total
 
-    best = rescale(model)
-    best_err = error(best)
+    model = LayoutModel(
+        taxonomy=tax, tissue=tissue, mpp=float(np.median(mpps)) if mpps else None,
+        compartments=(),
+        length_compartment_px=128.0,
+        hardcore_px=tuple(tuple(float(v) for v in row) for row in _hardcore(layouts, k, hardcore_quantile)),
+        spacing_kappa=0.0, softness=0.0, mark_coupling=0.0, mark_radius_px=mark_radius_px,
+        mark_sweeps=mark_sweeps, n_layouts=len(layouts),
+    )
+    # The coverage factor decides how much of a tile counts as empty; k-means sees the same seed
+    # for every factor, so only the areas (and densities) differ between candidates.
+    km_seed = int(rng.integers(2**31))
+    best, best_err = model, np.inf
+    for cov in _COVERAGE_GRID:
+        comps = _compartments(sub, k, n_compartments, n_neighbours, cov, 8.0, np.random.default_rng(km_seed))
+        cand = rescale(replace(model, compartments=tuple(comps)))
+        err = error(cand)
+        if err < best_err:
+            best, best_err = cand, err
     steps = (("length_compartment_px", _LENGTH_GRID_PX), ("spacing_kappa", _KAPPA_GRID),
-             ("softness", _SOFTNESS_GRID), ("mark_coupling", _COUPLING_GRID), ("tau_small", _TAU_GRID), ("length_compartment_px", _LENGTH_GRID_PX))
+             ("softness", _SOFTNESS_GRID), ("mark_coupling", _COUPLING_GRID), ("length_compartment_px", _LENGTH_GRID_PX))
     for field, grid in steps:
         for v in grid:
-            if getattr(best, field) == v:
+            if getattr(best, field) == v or (field == "softness" and best.spacing_kappa == 0):
                 continue
             cand = rescale(replace(best, **{field: v}))
             err = error(cand)

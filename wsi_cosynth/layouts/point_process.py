@@ -13,9 +13,13 @@ Model (per tissue type; all lengths in pixels of the layouts it was fitted on)
    process whose tile counts are over-dispersed and whose density, composition and class
    co-occurrence (inflammatory cells among spindle cells in stroma) vary from tile to tile as the
    mosaic does.
-3. Class marks. A point at ``x`` has class c with probability
-   ``softmax_c(log p_{m(x),c} + tau_small * Z_c^S(x))``: independent small fields per class
-   (``length_small_px``, a few nuclei) make nuclei of one class cluster inside a compartment.
+3. Class marks: an auto-logistic (Potts) model on the placed points. Given its neighbours within
+   ``mark_radius_px``, a point has class c with probability proportional to
+   ``p_{m(x),c} * exp(mark_coupling * n_c)``, ``n_c`` the number of its class-c neighbours; a few
+   Gibbs sweeps (``mark_sweeps``) from marks drawn from ``p_{m(x)}`` sample it. Positive coupling
+   makes nuclei of one class come in groups (lymphocyte aggregates, epithelial rows), also a
+   minority class inside a compartment. Classes that would break the class-pair hard core
+   (step 4) are not allowed.
 4. Spacing. Nuclei do not overlap and pack regularly: points are placed by random sequential
    adsorption (RSA). A candidate of class i at ``x`` is rejected if a kept point of class j lies
    closer than ``hardcore[i][j]`` (a low quantile of observed class-i to class-j nearest
@@ -26,7 +30,7 @@ Model (per tissue type; all lengths in pixels of the layouts it was fitted on)
 
 Why this model: every parameter maps onto a statistic that describes nuclei layouts (density and
 its spread -> compartment densities and areas; composition and class co-occurrence -> compartment
-class mixes; class clustering -> ``tau_small``; spacing, nearest-neighbour distances and the
+class mixes; class clustering -> ``mark_coupling``; spacing, nearest-neighbour distances and the
 short-range L-function -> the cores), the compartments are read off real layouts directly and
 the few remaining scalars are fitted by simulation in seconds. Because the fields are
 stationary it samples windows of ANY size, from a 256 px tile to a whole slide region, with the
@@ -79,8 +83,6 @@ class LayoutModel:
     mpp: float | None
     compartments: tuple[Compartment, ...]
     length_compartment_px: float
-    tau_small: float
-    length_small_px: float
     hardcore_px: tuple[tuple[float, ...], ...]
     spacing_kappa: float
     softness: float
@@ -124,8 +126,7 @@ class LayoutModel:
                 raise ValueError("compartment densities and area fractions must be >= 0")
             return cls(
                 taxonomy=tax, tissue=d.get("tissue"), mpp=d.get("mpp"), compartments=comps,
-                length_compartment_px=float(d["length_compartment_px"]), tau_small=float(d["tau_small"]),
-                length_small_px=float(d["length_small_px"]), hardcore_px=hc,
+                length_compartment_px=float(d["length_compartment_px"]), hardcore_px=hc,
                 spacing_kappa=float(d["spacing_kappa"]), softness=float(d["softness"]),
                 mark_coupling=float(d["mark_coupling"]), mark_radius_px=float(d["mark_radius_px"]),
                 mark_sweeps=int(d["mark_sweeps"]), n_layouts=int(d["n_layouts"]),
@@ -193,7 +194,7 @@ def compartment_mosaic(offsets: np.ndarray, shape: tuple[int, int], cell_px: flo
 def _cell_size(size: tuple[int, int], model: LayoutModel) -> float:
     h, w = size
     g = max(4.0, float(np.ceil(np.sqrt(h * w / _MAX_CELLS))))
-    return min(g, model.length_small_px / 2)  # keep the smallest field resolved
+    return min(g, max(model.mark_radius_px, 8.0) / 2)  # resolve at least half a nucleus spacing
 
 
 @dataclass
@@ -213,9 +214,6 @@ def _fields(model: LayoutModel, size: tuple[int, int], rng: np.random.Generator)
     intensity = np.array([c.density_per_px2 for c in comps])[label]
     log_p = np.log(np.maximum(np.array([c.class_probs for c in comps]), 1e-6))  # (M, K)
     logits = np.moveaxis(log_p[label], -1, 0).astype(np.float32)  # (K, gh, gw)
-    if model.tau_small:
-        for c in range(len(logits)):
-            logits[c] += model.tau_small * _field_on_grid(shape, g, model.length_small_px, rng)
     return _Fields(g, label, intensity, logits)
 
 

@@ -15,7 +15,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from ..errors import CosynthError
+from ..errors import CosynthError, require_file
 from ..records import LabelledTile, Layout
 from ..slide import TissueParams
 from ..taxonomy import Taxonomy
@@ -80,6 +80,7 @@ def synthesize_to_dataset(
     seed: int = 0,
     batch_size: int = 4,
     device: str = "auto",
+    threads: int | None = None,
     workers: int = 0,
     scheduler: str | None = None,
     restart: bool = False,
@@ -106,7 +107,7 @@ def synthesize_to_dataset(
     work = WorkDir(out, params, restart=restart)
     todo = [b for b in batches if not work.is_done(b)]
     spec = SamplingSpec(model_path=str(model.path), steps=steps, guidance=guidance, sampler=sampler, eta=eta,
-                        device=device)
+                        device=device, threads=threads)
     bar = tqdm(total=len(jobs), initial=len(jobs) - sum(len(b.jobs) for b in todo), disable=not progress,
                desc="synthesise", unit="tile", dynamic_ncols=True)
 
@@ -158,8 +159,9 @@ def export_synthetic(
 
     Tiles are laid at the MODEL's resolution and tile size unless ``mpp`` is given. ``sampling``
     takes the keyword options of :func:`synthesize_to_dataset` (per_layout, steps, guidance,
-    sampler, eta, batch_size, device, workers, scheduler, restart, writer_options).
+    sampler, eta, batch_size, device, threads, workers, scheduler, restart, writer_options).
     """
+    require_file(slide, "slide")
     info = model_info(model)
     if taxonomy is not None:
         from ..taxonomy import get_taxonomy

@@ -93,7 +93,7 @@ def tissue_mask_from_rgb(rgb: np.ndarray, mpp: float, params: TissueParams = Tis
     """
     from scipy import ndimage
     from skimage.filters import threshold_otsu
-    from skimage.morphology import remove_small_holes, remove_small_objects
+    from skimage.morphology import remove_small_objects
 
     lo, hi = params.clamp()
     values = tissue_channel(rgb, params.channel)
@@ -108,8 +108,25 @@ def tissue_mask_from_rgb(rgb: np.ndarray, mpp: float, params: TissueParams = Tis
         mask = remove_small_objects(mask, max_size=min_obj - 1) if _has_max_size() else remove_small_objects(mask, min_size=min_obj)
     max_hole = int(params.max_hole_um2 / px_area)
     if max_hole > 0:
-        mask = remove_small_holes(mask, max_size=max_hole) if _has_max_size() else remove_small_holes(mask, area_threshold=max_hole)
+        mask = _fill_small_holes(mask, max_hole)
     return mask, threshold
+
+
+def _fill_small_holes(mask: np.ndarray, max_hole_px: int) -> np.ndarray:
+    """Fill background regions of at most ``max_hole_px`` pixels that tissue encloses.
+
+    Background touching the thumbnail's border is glass around the tissue, never a hole
+    (skimage's remove_small_holes would fill a small glass margin of a small slide region).
+    """
+    from scipy import ndimage
+
+    holes, n = ndimage.label(ndimage.binary_fill_holes(mask) & ~mask)
+    if n == 0:
+        return mask
+    sizes = np.bincount(holes.ravel(), minlength=n + 1)
+    small = sizes <= max_hole_px
+    small[0] = False
+    return mask | small[holes]
 
 
 def _has_max_size() -> bool:

@@ -68,7 +68,7 @@ def d4(a: np.ndarray, k: int) -> np.ndarray:
 
 
 class TileDataset:
-    """Random training examples over prepared tiles."""
+    """Random training examples over prepared tiles (``augment=False``: fixed top-left crop, no flips)."""
 
     def __init__(
         self,
@@ -78,8 +78,10 @@ class TileDataset:
         tile_size: int,
         tissue: str | None,
         text_drop_prob: float = 0.1,
+        augment: bool = True,
     ) -> None:
         self.taxonomy = taxonomy
+        self.augment = augment
         self.tile_size = tile_size
         self.tissue = tissue
         self.text_drop_prob = text_drop_prob
@@ -103,8 +105,10 @@ class TileDataset:
         """(image, semantic, distance, points, prompt, keep_text) of one random view of tile ``i``."""
         t, s = self.tiles[i], self.tile_size
         h, w = t.semantic.shape
-        r0, c0 = int(rng.integers(0, h - s + 1)), int(rng.integers(0, w - s + 1))
-        k = int(rng.integers(0, 8))
+        if self.augment:
+            r0, c0, k = int(rng.integers(0, h - s + 1)), int(rng.integers(0, w - s + 1)), int(rng.integers(0, 8))
+        else:  # the top-left crop as it is (fitting one tile exactly)
+            r0, c0, k = 0, 0, 0
         crop = [d4(a[r0:r0 + s, c0:c0 + s], k) for a in (t.image, t.semantic, t.distance, t.points)]
         present = sorted(set(int(c) for c in np.unique(crop[3]) if c > 0))
         names = [self.taxonomy.name_of(c) for c in present]

@@ -1,0 +1,63 @@
+"""Samples per second of a model at 1000/100/50/25 guided steps (cpu-small by default, untrained
+weights: speed does not depend on them). The 1000-step figure is extrapolated from the measured
+seconds per step of a shorter run unless --full is given (it says so in the output).
+Prints one JSON line last.
+
+    python benchmarks/sampling_speed.py [--config cpu-small] [--batch 8] [--threads 2] [--device cpu]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import numpy as np
+import torch
+
+from wsi_cosynth.models.config import load_config
+from wsi_cosynth.models.cosynth import CosynthModel
+from wsi_cosynth.records import Layout, Provenance
+from wsi_cosynth.taxonomy import get_taxonomy
+
+
+def layouts(n: int, size: int, seed: int = 0) -> list[Layout]:
+    rng = np.random.default_rng(seed)
+    tax = get_taxonomy("consep")
+    return [Layout(rng.uniform(0, size, (60, 2)), rng.integers(1, 5, 60), (size, size), tax,
+                   Provenance(name=f"bench{i}", tissue="colon")) for i in range(n)]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--config", default="cpu-small")
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--steps", type=int, nargs="+", default=[25, 50, 100])
+    ap.add_argument("--full", action="store_true", help="also run 1000 steps instead of extrapolating")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    model = CosynthModel(load_config(args.config), get_taxonomy("consep"), mpp=0.25).to(args.device).eval()
+    lays = layouts(args.batch, model.tile_size)
+    model.sample(lays[:1], steps=2, generator=torch.Generator(args.device).manual_seed(0), device=args.device)  # warm-up
+    results = {}
+    per_step = []
+    for n in args.steps + ([1000] if args.full else []):
+        t0 = time.perf_counter()
+        model.sample(lays, steps=n, guidance=2.0, generator=torch.Generator(args.device).manual_seed(0), device=args.device)
+        dt = time.perf_counter() - t0
+        results[str(n)] = {"samples_per_s": args.batch / dt, "s_per_tile": dt / args.batch, "measured": True}
+        per_step.append(dt / n)
+        print(f"{n} steps: {dt:.1f} s for {args.batch} tiles, {args.batch / dt:.4f} samples/s", flush=True)
+    if not args.full:
+        s_step = float(np.median(per_step))
+        results["1000"] = {"samples_per_s": args.batch / (1000 * s_step), "s_per_tile": 1000 * s_step / args.batch,
+                           "measured": False, "extrapolated_from_s_per_step": s_step}
+        print(f"1000 steps (extrapolated): {args.batch / (1000 * s_step):.5f} samples/s", flush=True)
+    print(json.dumps({"benchmark": "sampling_speed", "config": args.config, "batch": args.batch, "threads": args.threads,
+                      "device": args.device, "guidance": 2.0, "sampler": "ddim", "results": results}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,139 @@
+"""The conditional denoiser and CosynthModel: gradients, seeded sampling, guidance, configs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from wsi_cosynth.diffusion.joint import JointState
+from wsi_cosynth.errors import CosynthError
+from wsi_cosynth.models.config import CosynthConfig, load_config
+from wsi_cosynth.models.cosynth import CosynthModel
+from wsi_cosynth.records import Layout, Provenance
+from wsi_cosynth.taxonomy import get_taxonomy
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Small tensors: one thread avoids OpenMP oversubscription on a shared 2-core machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+TAX = get_taxonomy("consep")
+
+
+def _model(seed: int = 0, **model_over) -> CosynthModel:
+    cfg = load_config("tiny")
+    if model_over:
+        cfg = CosynthConfig.from_dict({**cfg.to_dict(), "model": {**cfg.to_dict()["model"], **model_over}})
+    torch.manual_seed(seed)
+    return CosynthModel(cfg, TAX, mpp=0.25)
+
+
+def _layout(n: int = 6, seed: int = 0, size: int = 32) -> Layout:
+    rng = np.random.default_rng(seed)
+    return Layout(rng.uniform(0, size, (n, 2)), rng.integers(1, 5, n), (size, size), TAX,
+                  Provenance(name=f"l{seed}", tissue="colon"))
+
+
+def test_presets_validate_and_unknown_keys_fail(tmp_path):
+    for name in ("tiny", "cpu-small", "paper-256"):
+        assert load_config(name).name == name
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model: {channelz: 3}\n")
+    with pytest.raises(CosynthError, match="channelz"):
+        load_config(bad)
+    with pytest.raises(CosynthError, match="preset"):
+        load_config("no-such-preset")
+
+
+def test_gradients_reach_every_parameter():
+    m = _model(unshuffle=2)  # exercise the pixel-unshuffle stem too
+    gen = torch.Generator().manual_seed(0)
+    b = 3
+    x0 = JointState(torch.rand(b, 3, 32, 32) * 2 - 1, torch.rand(b, 1, 32, 32) * 2 - 1, torch.randint(0, 5, (b, 32, 32)))
+    points = torch.zeros(b, 32, 32, dtype=torch.long)
+    points[:, 5, 7], points[:, 20, 3], points[:, 9, 30], points[:, 25, 25] = 1, 2, 3, 4
+    prompts = ["high-quality histopathology colon tissue image including nuclei types of spindle"] * b
+    losses = m.training_losses(x0, points, prompts, torch.tensor([True, True, False]), gen)
+    losses["total"].backward()
+    for name, p in m.named_parameters():
+        assert p.grad is not None, name
+        if name == "text_encoder.embedding.weight":  # only rows of words in the prompt get gradient
+            continue
+        assert p.grad.abs().sum() > 0, name
+    assert m.text_encoder.embedding.weight.grad.abs().sum() > 0
+
+
+def test_same_seed_same_samples_and_seed_matters():
+    m = _model()
+    lays = [_layout(seed=1), _layout(n=0, seed=2)]
+    a = m.sample(lays, steps=4, generator=torch.Generator().manual_seed(7))
+    b = m.sample(lays, steps=4, generator=torch.Generator().manual_seed(7))
+    c = m.sample(lays, steps=4, generator=torch.Generator().manual_seed(8))
+    for x, y in zip(a, b):
+        assert np.array_equal(x.image, y.image) and np.array_equal(x.semantic, y.semantic)
+        assert np.array_equal(x.distance, y.distance) and x.prompt == y.prompt
+    assert not np.array_equal(a[0].image, c[0].image)
+    o = a[0]
+    assert o.image.shape == (32, 32, 3) and o.image.dtype == np.uint8
+    assert o.semantic.dtype == np.int64 and 0 <= o.semantic.min() and o.semantic.max() <= 4
+    assert o.distance.dtype == np.float32 and 0 <= o.distance.min() and o.distance.max() <= 1
+    assert a[1].prompt.endswith("with no nucleus")
+
+
+def test_guidance_one_is_conditional_and_zero_unconditional_through_the_network():
+    from wsi_cosynth.diffusion.guidance import guided_model_fn
+
+    m = _model().eval()
+    gen = torch.Generator().manual_seed(0)
+    b = 2
+    x_t = JointState(torch.randn(b, 3, 32, 32, generator=gen), torch.randn(b, 1, 32, 32, generator=gen),
+                     torch.randint(0, 5, (b, 32, 32), generator=gen))
+    t = torch.tensor([600, 600])
+    points = torch.zeros(b, 32, 32, dtype=torch.long)
+    points[:, 10, 12] = 3
+    prompts = ["high-quality histopathology colon tissue image including nuclei types of epithelial"] * b
+    keep = torch.ones(b, dtype=torch.bool)
+    with torch.no_grad():
+        feats = m.denoiser.encode_points(points)
+        cond_text, null_text = m.encode_text(prompts, keep), m.encode_text(prompts, ~keep)
+        cond = m.denoiser(x_t, t, cond_text, feats)
+        uncond = m.denoiser(x_t, t, null_text, feats)
+        assert not torch.allclose(cond.eps_image, uncond.eps_image)  # the text does matter
+        paired = lambda x, tt: m.denoiser(x, tt, torch.cat([cond_text, null_text]), torch.cat([feats, feats]))  # noqa: E731
+        for w, ref in ((1.0, cond), (0.0, uncond)):
+            out = guided_model_fn(paired, w)(x_t, t)
+            assert torch.allclose(out.eps_image, ref.eps_image, atol=1e-5)
+            assert torch.allclose(out.eps_distance, ref.eps_distance, atol=1e-5)
+            assert torch.allclose(out.log_x0_label, ref.log_x0_label, atol=1e-5)
+
+
+def test_sampling_runs_one_forward_per_step():
+    m = _model().eval()
+    sizes = []
+    m.denoiser.register_forward_hook(lambda mod, args, out: sizes.append(int(args[0].image.shape[0])))
+    for w, expect in ((2.0, 2), (1.0, 1)):
+        sizes.clear()
+        m.sample([_layout(seed=3)], steps=3, guidance=w, generator=torch.Generator().manual_seed(0))
+        assert sizes == [expect] * 3  # cond + uncond as ONE doubled batch; w = 1 needs no uncond pass
+
+
+def test_point_features_are_computed_once_per_sample():
+    m = _model()
+    calls = []
+    m.denoiser.points.register_forward_hook(lambda *a: calls.append(1))
+    m.sample([_layout(seed=4), _layout(seed=5)], steps=5, generator=torch.Generator().manual_seed(0))
+    assert len(calls) == 1
+
+
+def test_taxonomy_and_size_mismatch_are_errors():
+    m = _model()
+    other = Layout(np.array([[3.0, 4.0]]), np.array([1]), (32, 32), get_taxonomy("pannuke"), Provenance(name="p"))
+    with pytest.raises(CosynthError, match="taxonomy"):
+        m.sample([other], steps=2, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(CosynthError, match="tile size"):
+        m.sample([_layout(size=64)], steps=2, generator=torch.Generator().manual_seed(0))
