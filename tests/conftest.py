@@ -32,3 +32,14 @@ def nucls_dir() -> Path:
 @pytest.fixture
 def formats_dir() -> Path:
     return data_path("formats")
+
+
+@pytest.fixture(scope="module")
+def torch_one_thread():
+    """Small tensors: one torch thread avoids OpenMP oversubscription on a shared 2-core machine."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

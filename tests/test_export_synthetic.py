@@ -62,7 +62,7 @@ def annotated_slide(tmp_path_factory, slide: Path) -> Path:
 
 def _export(slide: Path, out: Path, model: Path, *extra: str) -> int:
     return main(["export", "--slide", str(slide), "--out", str(out), "--model", str(model), "--steps", "4",
-                 "--max-tiles", "4", "--batch-size", "2", "--seed", "7", "--no-progress", *extra])
+                 "--max-tiles", "4", "--batch-size", "2", "--seed", "7", "--no-progress", "--threads", "1", *extra])
 
 
 def _files(root: Path) -> dict[str, bytes]:
@@ -90,7 +90,8 @@ def test_every_format_passes_its_consumer_checks(fmt, slide, tiny_model, tmp_pat
 def test_same_seed_same_files_and_other_seed_differs(slide, tiny_model, tmp_path):
     for name, seed in (("a", "7"), ("b", "7"), ("c", "8")):
         assert main(["export", "--slide", str(slide), "--out", str(tmp_path / name), "--model", str(tiny_model),
-                     "--format", "coco", "--steps", "3", "--max-tiles", "3", "--seed", seed, "--no-progress"]) == 0
+                     "--format", "coco", "--steps", "3", "--max-tiles", "3", "--seed", seed, "--no-progress",
+                     "--threads", "1"]) == 0
     a, b, c = (_files(tmp_path / n) for n in "abc")
     assert a == b
     assert a["annotations.json"] != c["annotations.json"] or any(a[k] != c[k] for k in a if k.endswith(".png"))
@@ -124,7 +125,7 @@ def test_two_dask_workers_give_the_same_files_as_in_process(slide, tiny_model, t
 
 def test_killed_run_resumes_to_the_same_files(slide, tiny_model, tmp_path):
     common = ["--format", "lizard", "--tissue", "colon", "--steps", "40", "--batch-size", "1", "--max-tiles", "6",
-              "--seed", "3", "--no-progress"]
+              "--seed", "3", "--no-progress", "--threads", "1"]
     full = tmp_path / "full"
     assert main(["export", "--slide", str(slide), "--out", str(full), "--model", str(tiny_model), *common]) == 0
 

@@ -14,13 +14,7 @@ from wsi_cosynth.records import Layout, Provenance
 from wsi_cosynth.taxonomy import get_taxonomy
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small tensors: one thread avoids OpenMP oversubscription on a shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 TAX = get_taxonomy("consep")
 
