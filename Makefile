@@ -25,8 +25,18 @@ test-all: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/python -m wsi_cosynth.demo
 
+# Each benchmark prints a table and one JSON line; results are kept in benchmarks/README.md.
+DATA ?= ../shared/data
 bench: $(STAMP)
-	$(BIN)/python benchmarks/run_all.py
+	$(BIN)/python benchmarks/convert_formats.py
+	$(BIN)/python benchmarks/slide_export.py
+	$(BIN)/python benchmarks/instance_separation.py --data $(DATA)/consep/train --format consep
+	$(BIN)/python benchmarks/layout_realism.py --consep $(DATA)/consep/train --table $(DATA)/histolytics/hgsc_nuclei_wsi.parquet
+	$(BIN)/python benchmarks/model_cost.py
+	$(BIN)/python benchmarks/sampling_speed.py
+	$(BIN)/python benchmarks/synthetic_export.py
+	$(BIN)/python benchmarks/evaluation_speed.py
+	$(BIN)/python benchmarks/default_model_quality.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

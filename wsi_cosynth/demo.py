@@ -79,9 +79,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"demo slide: {slide} (+ {slide.with_suffix('.geojson').name}, {DEMO_MPP} um/px)")
     dataset = out / f"synthetic-{args.format}"
     code = cli_main(["export", "--slide", str(slide), "--format", args.format, "--out", str(dataset),
-                     "--tissue", DEMO_TISSUE, "--steps", str(args.steps)])
+                     "--tissue", DEMO_TISSUE, "--steps", str(args.steps), "--overwrite", "--restart"])
     if code == 0:
-        print(f"dataset: {dataset}\npreview: {dataset.with_name(dataset.name + '-preview.png')}")
+        print(f"dataset: {dataset}\npreview: {dataset / 'preview.png'}")
         print(f"demo finished in {time.perf_counter() - start:.0f} s")
     return code
 

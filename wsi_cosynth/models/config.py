@@ -45,6 +45,9 @@ class ModelConfig(_Frozen):
     self-attention."""
 
     unshuffle: int = Field(1, ge=1)
+    # A per-pixel linear path from the noisy input to the output, gated by the timestep: at high
+    # noise eps ~ x_t, an identity the unshuffled stem (e.g. 144 -> 32 channels) cannot carry.
+    input_skip: bool = True
     channels: int = Field(32, ge=8)
     channel_mults: tuple[int, ...] = (1, 2)
     num_res_blocks: int = Field(1, ge=1)

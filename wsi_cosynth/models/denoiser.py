@@ -54,6 +54,9 @@ class Denoiser(nn.Module):
         )
         self.head = nn.Sequential(nn.GroupNorm(config.groups, self.body.out_channels), nn.SiLU(),
                                   nn.Conv2d(self.body.out_channels, out_ch, 3, padding=1))
+        if config.input_skip:
+            self.skip = nn.Conv2d(in_ch, out_ch, 1)
+            self.skip_gate = nn.Linear(emb_dim, out_ch)
 
     def encode_points(self, points: torch.Tensor) -> torch.Tensor:
         """(B, H, W) int64 point map -> (B, channels, H/f, W/f) features; computed once per sample."""
@@ -72,9 +75,13 @@ class Denoiser(nn.Module):
         """
         label = F.one_hot(x_t.label.long(), self.num_labels).permute(0, 3, 1, 2).to(x_t.image.dtype) * 2 - 1
         x = torch.cat([x_t.image, x_t.distance, label], dim=1)
-        h = self.stem(F.pixel_unshuffle(x, self.unshuffle)) + point_features.to(x.dtype)
+        xu = F.pixel_unshuffle(x, self.unshuffle)
+        h = self.stem(xu) + point_features.to(x.dtype)
         emb = self.time_mlp(timestep_embedding(t, self.config.channels)) + self.text_proj(text)
-        out = F.pixel_shuffle(self.head(self.body(h, emb)), self.unshuffle).float()
+        y = self.head(self.body(h, emb))
+        if self.config.input_skip:
+            y = y + self.skip(xu) * self.skip_gate(emb)[:, :, None, None]
+        out = F.pixel_shuffle(y, self.unshuffle).float()
         return JointPrediction(
             eps_image=out[:, :3],
             eps_distance=out[:, 3:4],

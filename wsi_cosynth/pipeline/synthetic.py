@@ -100,6 +100,10 @@ def synthesize_to_dataset(
         raise CosynthError(f"unknown export format {fmt!r} (valid: {', '.join(WRITE_FORMATS)})")
     if steps < 1:
         raise CosynthError(f"--steps must be >= 1, got {steps}")
+    out_dir = Path(out)
+    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())) and not (writer_options or {}).get("overwrite"):
+        # Checked before synthesis, not only by the writer at the end, so no work is wasted.
+        raise CosynthError(f"output {out_dir} exists and is not empty (choose a new path or --overwrite)")
     jobs = plan_jobs(layouts, per_layout)
     batches = make_batches(jobs, batch_size, seed)
     params = {"model": model.digest, "layouts": _layouts_digest(layouts), "per_layout": per_layout, "steps": steps,

@@ -79,7 +79,9 @@ def sample_tiles(model, batch: Batch, spec: SamplingSpec, device: str) -> list[L
                            eta=spec.eta, generator=generator, device=device)
     tiles = []
     for layout, sample in zip(layouts, samples):
-        instances, classes = separate_instances(sample.distance, sample.semantic, layout.xy_tile, layout.classes)
+        # Markers are the layout points: foreground blobs no point reaches are not nuclei of the layout.
+        instances, classes = separate_instances(sample.distance, sample.semantic, layout.xy_tile, layout.classes,
+                                                unmarked="drop")
         tiles.append(LabelledTile(
             image=sample.image, instances=instances, classes=classes, taxonomy=layout.taxonomy,
             provenance=layout.provenance, distance=sample.distance, placement=layout.placement,
