@@ -8,19 +8,21 @@ import numpy as np
 from skimage.segmentation import find_boundaries
 
 from .records import LabelledTile
+from .taxonomy import Taxonomy
 
 
-def class_colour_lut(tile: LabelledTile) -> np.ndarray:
-    """(N + 1, 3) uint8 colour per instance id (0 = black) from the tile's taxonomy."""
-    colours = np.array([(0, 0, 0)] + [tile.taxonomy.color_of(c) for c in tile.classes], dtype=np.uint8)
+def class_colour_lut(tile: LabelledTile, taxonomy: Taxonomy | None = None) -> np.ndarray:
+    """(N + 1, 3) uint8 colour per instance id (0 = black) from ``taxonomy`` (default: the tile's)."""
+    tax = taxonomy or tile.taxonomy
+    colours = np.array([(0, 0, 0)] + [tax.color_of(c) for c in tile.classes], dtype=np.uint8)
     return colours.reshape(-1, 3)
 
 
-def outlines(tile: LabelledTile) -> np.ndarray:
+def outlines(tile: LabelledTile, taxonomy: Taxonomy | None = None) -> np.ndarray:
     """(H, W, 3) uint8: the tile's image with each nucleus outlined in its class colour."""
     out = tile.image.copy()
     edge = find_boundaries(tile.instances, mode="inner")
-    out[edge] = class_colour_lut(tile)[tile.instances[edge]]
+    out[edge] = class_colour_lut(tile, taxonomy)[tile.instances[edge]]
     return out
 
 

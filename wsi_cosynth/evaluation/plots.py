@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..records import LabelledTile
+from ..render import outlines
 from ..taxonomy import Taxonomy
 
 if TYPE_CHECKING:
@@ -116,18 +117,6 @@ def histogram_chart(
     return img
 
 
-def outlined(tile: LabelledTile, taxonomy: Taxonomy) -> np.ndarray:
-    """(H, W, 3) uint8 copy of the tile's image with each instance's boundary in its class colour."""
-    from skimage.segmentation import find_boundaries
-
-    img = tile.image.copy()
-    edge = find_boundaries(tile.instances, mode="inner")
-    if tile.n_nuclei:
-        lut = np.array([(0, 0, 0)] + [taxonomy.color_of(c) for c in tile.classes], dtype=np.uint8)
-        img[edge] = lut[tile.instances[edge]]
-    return img
-
-
 def sample_grid(
     rows: dict[str, Sequence[LabelledTile]], taxonomy: Taxonomy, *, tile_px: int = 256
 ) -> "Image.Image":
@@ -149,6 +138,6 @@ def sample_grid(
         y = legend_h + pad + r * (tile_px + pad)
         draw.text((pad, y + tile_px // 2), label, fill="black", font=_font(14), anchor="lm")
         for c, tile in enumerate(tiles):
-            im = Image.fromarray(outlined(tile, taxonomy)).resize((tile_px, tile_px), Image.NEAREST)
+            im = Image.fromarray(outlines(tile, taxonomy)).resize((tile_px, tile_px), Image.NEAREST)
             canvas.paste(im, (label_w + pad + c * (tile_px + pad), y))
     return canvas
