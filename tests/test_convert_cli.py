@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -119,6 +120,18 @@ def test_class_not_in_taxonomy(tmp_path, capsys, consep_dir):
     scipy.io.savemat(src / "type_mat" / "train_10_000.mat", {k: v for k, v in mat.items() if not k.startswith("__")})
     _expect_error(capsys, ["convert", str(src), "--from", "consep", "--to", "coco", str(out), "--quiet"],
                   out, "train_10_000.mat", "type 9")
+
+
+def test_coco_category_without_id(tmp_path, capsys, consep_dir):
+    src = tmp_path / "coco"
+    assert main(["convert", str(_mini_consep(consep_dir, tmp_path / "src")), "--from", "consep", "--to", "coco",
+                 str(src), "--quiet"]) == 0
+    data = json.loads((src / "annotations.json").read_text())
+    data["categories"][0]["id"] = None
+    (src / "annotations.json").write_text(json.dumps(data))
+    out = tmp_path / "o"
+    _expect_error(capsys, ["convert", str(src), "--from", "coco", "--to", "lizard", str(out), "--quiet"],
+                  out, "annotations.json", "integer 'id'")
 
 
 def test_too_many_nuclei_for_uint16_are_kept(tmp_path, capsys):

@@ -156,3 +156,20 @@ def test_writer_leaves_nothing_on_error(tmp_path, consep_dir):
             w.add(tile)
             raise RuntimeError("boom")
     assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_coco_streamed_annotations_are_one_compact_json(tmp_path, consep_dir):
+    """Annotations are spooled to disk while tiles arrive; the file is still exactly json.dumps of the dataset."""
+    import json
+
+    tiles = list(itertools.islice(read_dataset(consep_dir, "consep"), 3))
+    out = tmp_path / "coco"
+    with open_writer("coco", out, tiles[0].taxonomy) as w:
+        for t in tiles:
+            w.add(t)
+    text = (out / "annotations.json").read_text()
+    data = json.loads(text)
+    assert text == json.dumps(data, separators=(",", ":"))
+    assert list(data) == ["info", "licenses", "images", "annotations", "categories"]
+    assert [a["id"] for a in data["annotations"]] == list(range(1, sum(t.n_nuclei for t in tiles) + 1))
+    assert sorted(p.name for p in out.iterdir()) == ["annotations.json", "images", "taxonomy.json"]

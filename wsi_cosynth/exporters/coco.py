@@ -7,6 +7,8 @@ Layout written::
     out/taxonomy.json        the class set (names and colours), for a lossless read back
 
 ``images[].wsi_cosynth`` keeps each tile's provenance (and slide placement); consumers ignore it.
+Annotations are spooled to a scratch file as tiles arrive and streamed into ``annotations.json``
+at the end, so a slide with millions of nuclei does not hold them all in memory.
 Annotation and image ids start at 1; ``iscrowd`` 0; ``area`` is the mask pixel count
 (``pycocotools.mask.area``); ``bbox`` is [x, y, w, h]; ``segmentation`` is compressed RLE
 (``counts`` a str; lossless) or, with ``segmentation="polygon"``, polygons traced on the
@@ -39,6 +41,8 @@ from ._common import DatasetWriter, load_image, load_json, save_png, write_taxon
 from ._rle import decode_counts_string, paint_counts, uncompressed_rles
 
 ANNOTATIONS = "annotations.json"
+_SPOOL = ".annotations.spool"
+_COMPACT = {"separators": (",", ":")}
 
 
 class Writer(DatasetWriter):
@@ -55,7 +59,9 @@ class Writer(DatasetWriter):
         self.segmentation = segmentation
         (self.root / "images").mkdir()
         self.images: list[dict] = []
-        self.annotations: list[dict] = []
+        self.n_annotations = 0
+        # One compact JSON object per line; rewritten into annotations.json by _finish.
+        self._spool = open(self.root / _SPOOL, "w", encoding="utf-8")
 
     def _add(self, tile: LabelledTile) -> None:
         import pycocotools.mask as mask_utils
@@ -85,31 +91,38 @@ class Writer(DatasetWriter):
                 seg: Any = {"size": [h, w], "counts": rles[k]["counts"].decode("ascii")}
             else:
                 seg = _polygons(tile.instances, k + 1, boxes_rc[k])
-            self.annotations.append(
-                {
-                    "id": len(self.annotations) + 1,
-                    "image_id": image_id,
-                    "category_id": int(tile.classes[k]),
-                    "iscrowd": 0,
-                    "area": float(areas[k]),
-                    "bbox": [float(v) for v in boxes[k]],
-                    "segmentation": seg,
-                }
-            )
+            self.n_annotations += 1
+            annotation = {
+                "id": self.n_annotations,
+                "image_id": image_id,
+                "category_id": int(tile.classes[k]),
+                "iscrowd": 0,
+                "area": float(areas[k]),
+                "bbox": [float(v) for v in boxes[k]],
+                "segmentation": seg,
+            }
+            self._spool.write(json.dumps(annotation, **_COMPACT) + "\n")
 
     def _finish(self) -> None:
-        data = {
-            "info": {"description": "nuclei instance segmentation exported by wsi-cosynth", "version": "1.0"},
-            "licenses": [],
-            "images": self.images,
-            "annotations": self.annotations,
-            "categories": [
-                {"id": i + 1, "name": name, "supercategory": "nucleus", "color": list(color)}
-                for i, (name, color) in enumerate(zip(self.taxonomy.names, self.taxonomy.colors))
-            ],
-        }
-        (self.root / ANNOTATIONS).write_text(json.dumps(data, separators=(",", ":")))
+        self._spool.close()
+        info = {"description": "nuclei instance segmentation exported by wsi-cosynth", "version": "1.0"}
+        categories = [
+            {"id": i + 1, "name": name, "supercategory": "nucleus", "color": list(color)}
+            for i, (name, color) in enumerate(zip(self.taxonomy.names, self.taxonomy.colors))
+        ]
+        spool = self.root / _SPOOL
+        # The same bytes json.dumps would give for the whole dict, written piece by piece.
+        with open(self.root / ANNOTATIONS, "w", encoding="utf-8") as out, open(spool, encoding="utf-8") as lines:
+            out.write('{"info":' + json.dumps(info, **_COMPACT) + ',"licenses":[],"images":')
+            out.write(json.dumps(self.images, **_COMPACT) + ',"annotations":[')
+            for i, line in enumerate(lines):
+                out.write(("," if i else "") + line.rstrip("\n"))
+            out.write('],"categories":' + json.dumps(categories, **_COMPACT) + "}")
+        spool.unlink()
         write_taxonomy_file(self.root, self.taxonomy)
+
+    def _release(self) -> None:
+        self._spool.close()
 
 
 def _polygons(instances: np.ndarray, inst_id: int, box_rc: np.ndarray) -> list[list[float]]:
@@ -148,6 +161,9 @@ def _taxonomy(categories: list[dict], path: Path) -> tuple[Taxonomy, dict[int, i
     """Taxonomy from the categories (sorted by id) and category id -> class id 1..K."""
     if not categories:
         raise CosynthError(f"{path}: no categories")
+    for c in categories:
+        if not isinstance(c, dict) or not isinstance(c.get("id"), int):
+            raise CosynthError(f"{path}: every category needs an integer 'id', got {c!r:.80}")
     cats = sorted(categories, key=lambda c: int(c["id"]))
     names = [str(c.get("name", f"category_{c['id']}")) for c in cats]
     colors = []
