@@ -164,3 +164,54 @@ def test_train_cli(tmp_path):
     assert main(args[:-5] + ["--holdout-images", "train_9", "--no-progress"]) == 2  # unknown held-out image
     assert main(args + ["--resume", "--steps", "3"]) == 0
     assert json.loads((out / "model" / "model.json").read_text())["steps"] == 3
+
+
+def _annotated_slide(folder: Path, stem: str) -> Path:
+    """A 384 px generated slide (0.25 um/px, tissue on the right) with a GeoJSON sidecar of square nuclei."""
+    from slide_fixtures import synthetic_he, write_svs
+
+    folder.mkdir(parents=True, exist_ok=True)
+    slide = write_svs(folder / f"{stem}.svs", synthetic_he(384, 384, seed=1, tissue_fraction=0.6), mpp=0.25)
+    rng = np.random.default_rng(5)
+    features = []
+    for i in range(40):
+        x, y = rng.uniform(250, 370), rng.uniform(10, 370)  # only part of the tissue is annotated
+        ring = [[x, y], [x + 8, y], [x + 8, y + 8], [x, y + 8], [x, y]]
+        features.append({"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [ring]},
+                         "properties": {"objectType": "detection",
+                                        "classification": {"name": "Epithelial" if i % 2 else "Lymphocyte"}}})
+    (folder / f"{stem}.geojson").write_text(json.dumps({"type": "FeatureCollection", "features": features}))
+    return slide
+
+
+def test_train_cli_on_annotated_slides(tmp_path, capsys):
+    from wsi_cosynth.cli import main
+    from wsi_cosynth.training.sources import tiles_from_slides
+
+    a, b = _annotated_slide(tmp_path, "slide-a"), _annotated_slide(tmp_path, "slide-b")
+    source = tiles_from_slides([a], mpp=0.5, tile_size=32)
+    assert {"lymphocyte", "epithelial"} <= {n.lower() for n in source.taxonomy.names}
+    assert all(t.n_nuclei >= 1 and t.image.shape == (32, 32, 3) for t in source.tiles)
+    (per_slide,) = source.summary["slides"]
+    assert per_slide["tiles"] == len(source.tiles) and per_slide["skipped_tiles_with_few_nuclei"] > 0
+    assert tiles_from_slides([a], mpp=0.5, tile_size=32, min_nuclei=0).summary["slides"][0]["tiles"] == \
+        per_slide["tiles"] + per_slide["skipped_tiles_with_few_nuclei"]
+
+    out = tmp_path / "run"
+    args = ["train", "--config", "tiny", "--slide", str(a), "--slide", str(b), "--holdout-images", "slide-b",
+            "--tissue", "colon", "--out", str(out), "--steps", "2", "--threads", "1", "--no-progress"]
+    assert main(args) == 0
+    meta = json.loads((out / "model" / "model.json").read_text())
+    assert meta["mpp"] == 0.5 and meta["data"]["holdout_images"] == ["slide_b"]
+    assert meta["data"]["n_tiles"] == len(source.tiles) and meta["data"]["format"] == "slides"
+    load_model(out / "model")
+
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    shutil.copy(a, bare / "c.svs")
+    capsys.readouterr()
+    assert main(["train", "--config", "tiny", "--slide", str(bare / "c.svs"), "--out", str(tmp_path / "r2"),
+                 "--steps", "1", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "c.svs" in err and "no nuclei annotations" in err and "Traceback" not in err
+    assert not (tmp_path / "r2").exists()
