@@ -160,3 +160,14 @@ def test_clear_errors(slide, tiny_model, tmp_path, capsys):
     assert _export(slide, tmp_path / "o3", tiny_model, "--format", "coco", "--model", str(tmp_path / "nope")) == 2
     assert "not found" in capsys.readouterr().err
     assert not (tmp_path / "o1").exists() and not (tmp_path / "o2").exists()
+
+
+def test_gpu_assignment_spreads_local_workers_and_is_stable_for_named_ones():
+    from wsi_cosynth.pipeline.worker import gpu_index_for_worker
+
+    assert [gpu_index_for_worker(k, 2) for k in range(4)] == [0, 1, 0, 1]
+    assert [gpu_index_for_worker(str(k), 3) for k in range(3)] == [0, 1, 2]
+    code = "from wsi_cosynth.pipeline.worker import gpu_index_for_worker as g; print(g('tcp://10.0.0.7:4312', 8))"
+    seen = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                           env={**os.environ, "PYTHONHASHSEED": seed}).stdout for seed in ("1", "2", "3")}
+    assert len(seen) == 1

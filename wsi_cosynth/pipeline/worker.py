@@ -7,6 +7,7 @@ Runs in the calling process or inside a Dask worker process; the model is cached
 from __future__ import annotations
 
 import os
+import zlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,6 +31,18 @@ class SamplingSpec:
     threads: int | None = None
 
 
+def gpu_index_for_worker(name: object, n_gpus: int) -> int:
+    """Which of ``n_gpus`` GPUs a Dask worker called ``name`` uses.
+
+    LocalCluster names its workers 0, 1, 2, ..., so worker k takes GPU k mod n and the GPUs fill
+    evenly. Other names (strings on external clusters) go through CRC-32, which, unlike
+    ``hash()``, is the same in every process, so a worker keeps its GPU across restarts.
+    """
+    if isinstance(name, int) or (isinstance(name, str) and name.isdigit()):
+        return int(name) % n_gpus
+    return zlib.crc32(str(name).encode()) % n_gpus
+
+
 def resolve_device(device: str) -> str:
     """``auto`` -> this worker's GPU when there is one (workers spread over GPUs), else cpu."""
     import torch
@@ -41,7 +54,7 @@ def resolve_device(device: str) -> str:
     try:
         from distributed import get_worker
 
-        index = abs(hash(get_worker().name)) % torch.cuda.device_count()
+        index = gpu_index_for_worker(get_worker().name, torch.cuda.device_count())
     except (ImportError, ValueError):
         index = 0
     return f"cuda:{index}"
