@@ -173,3 +173,17 @@ def test_coco_streamed_annotations_are_one_compact_json(tmp_path, consep_dir):
     assert list(data) == ["info", "licenses", "images", "annotations", "categories"]
     assert [a["id"] for a in data["annotations"]] == list(range(1, sum(t.n_nuclei for t in tiles) + 1))
     assert sorted(p.name for p in out.iterdir()) == ["annotations.json", "images", "taxonomy.json"]
+
+
+@pytest.mark.parametrize("fmt", ["coco", "lizard", "geojson"])
+def test_background_image_write_failure_surfaces_and_leaves_nothing(tmp_path, consep_dir, fmt):
+    """Images are PNG-encoded in background threads: a failed write still fails the export cleanly."""
+    import shutil
+
+    (tile,) = list(itertools.islice(read_dataset(consep_dir, "consep"), 1))
+    out = tmp_path / fmt
+    with pytest.raises(OSError):
+        with open_writer(fmt, out, tile.taxonomy) as w:
+            shutil.rmtree(w.root / "images")  # the next image write cannot succeed
+            w.add(tile)
+    assert not out.exists() and list(tmp_path.iterdir()) == []

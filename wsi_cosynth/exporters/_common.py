@@ -9,7 +9,9 @@ from __future__ import annotations
 import json
 import os
 from abc import ABC, abstractmethod
+from collections import deque
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 from types import TracebackType
@@ -181,9 +183,15 @@ class DatasetWriter(ABC):
     :meth:`close`; if the body of a ``with`` block raises (or :meth:`abort` is called), the
     temporary directory is deleted and nothing is left. Tiles in another taxonomy are mapped
     into ``taxonomy`` by class name (``class_map`` overrides the built-in aliases).
+
+    Tile images go through :meth:`_save_image`, which PNG-encodes in background threads (zlib
+    releases the GIL), so encoding one tile overlaps reading and labelling the next; at most
+    ``IMAGE_BACKLOG`` images wait, which bounds the memory this takes.
     """
 
     fmt: str = ""
+    IMAGE_THREADS = 2
+    IMAGE_BACKLOG = 8
 
     def __init__(
         self,
@@ -206,6 +214,27 @@ class DatasetWriter(ABC):
         self._names: set[str] = set()
         self._state = "open"
         self.n_tiles = 0
+        self._image_pool: ThreadPoolExecutor | None = None
+        self._pending_images: deque[Future] = deque()
+
+    def _save_image(self, path: Path, image: np.ndarray) -> None:
+        """Write ``image`` as PNG at ``path`` in the background; errors surface by :meth:`close`."""
+        if self._image_pool is None:
+            self._image_pool = ThreadPoolExecutor(max_workers=self.IMAGE_THREADS, thread_name_prefix="png")
+        self._pending_images.append(self._image_pool.submit(save_png, path, image.copy()))  # the caller may reuse its buffer
+        while len(self._pending_images) > self.IMAGE_BACKLOG:
+            self._pending_images.popleft().result()
+
+    def _wait_for_images(self, *, raise_errors: bool = True) -> None:
+        while self._pending_images:
+            future = self._pending_images.popleft()
+            if raise_errors:
+                future.result()
+            else:
+                future.exception()  # waits; the error is dropped with the output
+        if self._image_pool is not None:
+            self._image_pool.shutdown()
+            self._image_pool = None
 
     def add(self, tile: LabelledTile) -> None:
         """Append one tile (file names come from ``tile.provenance.name``, unique per dataset)."""
@@ -225,6 +254,7 @@ class DatasetWriter(ABC):
         if self._state != "open":
             return
         try:
+            self._wait_for_images()
             self._finish()
         except BaseException:
             self.abort()
@@ -237,6 +267,7 @@ class DatasetWriter(ABC):
         if self._state != "open":
             return
         self._state = "aborted"
+        self._wait_for_images(raise_errors=False)
         self._release()
         try:
             self._ctx.__exit__(CosynthError, CosynthError("aborted"), None)

@@ -37,7 +37,7 @@ from ..errors import CosynthError
 from ..geometry import instance_bboxes, mask_to_polygons, rasterize_polygon
 from ..records import LabelledTile, Provenance, SlidePlacement, relabel_contiguous
 from ..taxonomy import Taxonomy
-from ._common import DatasetWriter, load_image, load_json, save_png, write_taxonomy_file
+from ._common import DatasetWriter, load_image, load_json, write_taxonomy_file
 from ._rle import decode_counts_string, paint_counts, uncompressed_rles
 
 ANNOTATIONS = "annotations.json"
@@ -69,7 +69,7 @@ class Writer(DatasetWriter):
         h, w = tile.size
         image_id = len(self.images) + 1
         file_name = f"{tile.provenance.name}.png"
-        save_png(self.root / "images" / file_name, tile.image)
+        self._save_image(self.root / "images" / file_name, tile.image)
         meta: dict[str, Any] = {"provenance": tile.provenance.to_dict()}
         if tile.placement is not None:
             p = tile.placement

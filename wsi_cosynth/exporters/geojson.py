@@ -43,7 +43,7 @@ from ..errors import CosynthError, require_dir
 from ..geometry import instance_bboxes, mask_to_polygons, rasterize_polygon
 from ..records import LabelledTile, Provenance, SlidePlacement, relabel_contiguous
 from ..taxonomy import Taxonomy
-from ._common import DatasetWriter, IMAGE_SUFFIXES, list_stems, load_image, load_json, save_png
+from ._common import DatasetWriter, IMAGE_SUFFIXES, list_stems, load_image, load_json
 
 UNCLASSIFIED = "unclassified"
 _NAMESPACE = uuid.UUID("6f1c6c52-3b7e-4a0e-9a53-5b3f1f0c9d11")
@@ -69,7 +69,7 @@ class Writer(DatasetWriter):
 
     def _add(self, tile: LabelledTile) -> None:
         name = tile.provenance.name
-        save_png(self.root / "images" / f"{name}.png", tile.image)
+        self._save_image(self.root / "images" / f"{name}.png", tile.image)
         features = tile_features(tile)
         (self.root / "tiles" / f"{name}.geojson").write_text(
             json.dumps({"type": "FeatureCollection", "features": features}, separators=(",", ":"))

@@ -39,7 +39,6 @@ from ._common import (
     load_image,
     load_mat,
     read_taxonomy_file,
-    save_png,
     write_taxonomy_file,
 )
 
@@ -59,7 +58,7 @@ class Writer(DatasetWriter):
         name = tile.provenance.name
         if "-" in name:
             raise CosynthError(f"tile name {name!r}: Lizard/CoNIC stems must not contain '-'")
-        save_png(self.root / "images" / f"{name}.png", tile.image)
+        self._save_image(self.root / "images" / f"{name}.png", tile.image)
         n = tile.n_nuclei
         ids = np.arange(1, n + 1, dtype=np.int32)
         if n:
