@@ -84,6 +84,26 @@ def test_checkpoint_round_trip_and_sampling(tiles, tmp_path):
     assert [r["step"] for r in log] == [1, 2] and all(np.isfinite(r["total"]) for r in log)
 
 
+def test_validation_loss_is_reproducible_and_falls_with_training(tiles, tmp_path):
+    from wsi_cosynth.training.validation import validation_losses
+
+    held = _dataset(tiles[:1], augment=False, text_drop_prob=0.0)
+    model = train(_tiny(steps=1), _dataset(tiles[1:]), tmp_path / "a", mpp=0.25, progress=False)
+    first = validation_losses(model, held, n_examples=8, batch_size=4)
+    assert first == validation_losses(model, held, n_examples=8, batch_size=4)  # same examples every call
+    assert first != validation_losses(model, held, n_examples=8, batch_size=4, seed=1)
+    assert set(first) >= {"image", "distance", "label", "total"} and all(np.isfinite(v) for v in first.values())
+
+    run = tmp_path / "b"
+    train(_tiny(steps=40, checkpoint_every=20, ema_decay=0.5, validation_examples=8), _dataset(tiles[1:]), run,
+          mpp=0.25, progress=False, validation=held)
+    log = [json.loads(line) for line in (run / "validation.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [20, 40]
+    assert log[-1]["total"] < first["total"]  # 40 steps from the same init help on the held-out tile
+    meta = json.loads((run / "model" / "model.json").read_text())
+    assert meta["data"]["validation"]["step"] == 40 and meta["data"]["validation"]["total"] == log[-1]["total"]
+
+
 def _edit_meta(directory: Path, fn) -> None:
     p = directory / "model.json"
     meta = json.loads(p.read_text())

@@ -69,10 +69,15 @@ def run(args: argparse.Namespace) -> int:
     taxonomy = source.taxonomy
     dataset = TileDataset(source.tiles, taxonomy=taxonomy, tile_size=config.train.tile_size, tissue=args.tissue,
                           text_drop_prob=config.train.text_drop_prob)
+    # Held-out tiles score the EMA model at every checkpoint (validation.jsonl): whole crops, no flips.
+    validation = TileDataset(source.validation, taxonomy=taxonomy, tile_size=config.train.tile_size,
+                             tissue=args.tissue, text_drop_prob=0.0) if source.validation else None
     print(f"training {config.name} on {len(dataset)} tiles from {where} ({taxonomy.key}: {', '.join(taxonomy.names)}), "
-          f"{len(source.held_out)} source images held out; output {args.out}", flush=True)
+          f"{len(source.held_out)} source images ({len(source.validation)} tiles) held out for validation; "
+          f"output {args.out}", flush=True)
     model = train(config, dataset, args.out, mpp=source.mpp, resume=args.resume, device=args.device,
-                  data_summary={**source.summary, "tissue": args.tissue}, progress=not args.no_progress)
+                  data_summary={**source.summary, "tissue": args.tissue}, progress=not args.no_progress,
+                  validation=validation)
     print(json.dumps({"out": str(Path(args.out) / "model"), "steps": config.train.steps,
                       "text_encoder": model.text_encoder_id}), flush=True)
     return 0

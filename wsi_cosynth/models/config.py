@@ -96,6 +96,7 @@ class TrainConfig(_Frozen):
     checkpoint_every: int = Field(200, ge=1)
     keep_checkpoints: int = Field(3, ge=1)
     log_every: int = Field(10, ge=1)
+    validation_examples: int = Field(64, ge=1, description="held-out examples scored at every checkpoint")
     seed: int = 0
     num_threads: int | None = Field(2, ge=1)
 

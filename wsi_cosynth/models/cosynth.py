@@ -79,11 +79,14 @@ class CosynthModel(nn.Module):
         return self.denoiser.text_condition(emb, keep.to(self.device))
 
     def training_losses(
-        self, x0: JointState, points: torch.Tensor, prompts: list[str], keep_text: torch.Tensor, generator: torch.Generator
+        self, x0: JointState, points: torch.Tensor, prompts: list[str], keep_text: torch.Tensor,
+        generator: torch.Generator, t: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
-        """The joint loss at uniformly drawn steps for one batch (see JointDiffusion.losses)."""
+        """The joint loss for one batch at steps ``t`` (default: drawn uniformly; see JointDiffusion.losses)."""
         b = x0.label.shape[0]
-        t = torch.randint(0, self.process.num_steps, (b,), generator=generator, device=generator.device).to(self.device)
+        if t is None:
+            t = torch.randint(0, self.process.num_steps, (b,), generator=generator, device=generator.device)
+        t = t.to(self.device)
         text = self.encode_text(prompts, keep_text)
         feats = self.denoiser.encode_points(points)
         return self.process.losses(lambda x_t, tt: self.denoiser(x_t, tt, text, feats), x0, t, generator)

@@ -6,10 +6,13 @@ Run directory layout::
     OUT/model/                                 EMA model of the latest checkpoint (bundle this)
     OUT/checkpoints/step-000200/               EMA model + trainer.pt (raw weights, optimiser, RNG)
     OUT/loss.jsonl                             one record per ``log_every`` steps
+    OUT/validation.jsonl                       held-out loss of the EMA model at every checkpoint
+                                               (when a validation set is given)
 """
 
 from __future__ import annotations
 
+import copy
 import io
 import json
 import shutil
@@ -25,6 +28,7 @@ from ..models.cosynth import CosynthModel
 from ..taxonomy import Taxonomy
 from .checkpoint import read_metadata, save_checkpoint
 from .dataset import TileDataset
+from .validation import validation_losses
 
 TRAINER_STATE = "trainer.pt"
 
@@ -71,9 +75,12 @@ def train(
     device: str | torch.device = "cpu",
     data_summary: dict | None = None,
     progress: bool = True,
+    validation: TileDataset | None = None,
 ) -> CosynthModel:
     """Train for ``config.train.steps`` steps in total (counting resumed ones); returns the model
-    with its EMA weights loaded."""
+    with its EMA weights loaded. With a ``validation`` set (held-out tiles), every checkpoint also
+    scores the EMA model on it (:func:`validation_losses`), logs that to ``validation.jsonl`` and
+    records it in the checkpoint's data summary."""
     from tqdm import tqdm
 
     tc = config.train
@@ -107,7 +114,18 @@ def train(
     out.mkdir(parents=True, exist_ok=True)
     log = (out / "loss.jsonl").open("a")
 
+    def validate() -> dict[str, float]:
+        ema_model = copy.deepcopy(model)
+        ema_model.load_state_dict({k: v.to(ema_model.state_dict()[k].dtype) for k, v in ema.shadow.items()})
+        scores = validation_losses(ema_model, validation, n_examples=tc.validation_examples,  # type: ignore[arg-type]
+                                   batch_size=tc.batch_size, seed=tc.seed)
+        with (out / "validation.jsonl").open("a") as fh:
+            fh.write(json.dumps({"step": step, **scores, "time": time.time()}) + "\n")
+        return scores
+
     def checkpoint() -> None:
+        if validation is not None:
+            summary["validation"] = {"step": step, "n_examples": tc.validation_examples, **validate()}
         buf = io.BytesIO()
         torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "ema": ema.shadow, "step": step,
                     "numpy_rng": rng.bit_generator.state, "torch_rng": gen.get_state()}, buf)

@@ -1,7 +1,8 @@
 """Where training tiles come from: a labelled tile dataset (any reader) or annotated slides.
 
-Both give a :class:`TrainingTiles`: the tiles to train on (in one taxonomy), the source images
-held out for validation, the data's resolution and a summary stored in the checkpoint.
+Both give a :class:`TrainingTiles`: the tiles to train on (in one taxonomy), the held-out tiles
+and the source images they came from, the data's resolution and a summary stored in the
+checkpoint.
 
 Held-out sources are whole source images, never single tiles, so validation tiles share no
 pixels with training tiles: for a tile dataset the source image is the tile name without its
@@ -22,12 +23,13 @@ from .dataset import source_image_of
 
 @dataclass
 class TrainingTiles:
-    """Tiles to train on, what was held out, the resolution, and a summary for the checkpoint."""
+    """Tiles to train on, held-out tiles and their sources, the resolution, a checkpoint summary."""
 
     tiles: list[LabelledTile]
     held_out: list[str]
     mpp: float
     summary: dict = field(default_factory=dict)
+    validation: list[LabelledTile] = field(default_factory=list)
 
     @property
     def taxonomy(self) -> Taxonomy:
@@ -57,11 +59,12 @@ def tiles_from_dataset(
 
     data = require_dir(path, "--data directory")
     wanted = set(holdout)
-    tiles, held, mpps = [], set(), set()
+    tiles, validation, held, mpps = [], [], set(), set()
     for tile in read_dataset(data, fmt, taxonomy=taxonomy, class_map=class_map):
         source = source_image_of(tile.provenance.name)
         if source in wanted:
             held.add(source)
+            validation.append(tile)
             continue
         tiles.append(tile)
         mpps.add(tile.provenance.mpp)
@@ -74,7 +77,7 @@ def tiles_from_dataset(
             raise CosynthError(f"the tiles in {data} do not state one resolution ({sorted(known) or 'none'}); pass --mpp")
         mpp = known.pop()
     summary = {"path": str(data.resolve()), "format": fmt, "holdout_images": sorted(held), "mpp": mpp}
-    return TrainingTiles(tiles=tiles, held_out=sorted(held), mpp=float(mpp), summary=summary)
+    return TrainingTiles(tiles=tiles, held_out=sorted(held), mpp=float(mpp), summary=summary, validation=validation)
 
 
 def tiles_from_slides(
@@ -106,13 +109,12 @@ def tiles_from_slides(
         raise CosynthError(f"{len(slides)} slide(s) but {len(annotations)} annotation file(s): give one per slide, in order")
     wanted = {safe_stem(h) for h in holdout}  # slide stems are kept as safe_stem spells them
     tiles: list[LabelledTile] = []
+    validation: list[LabelledTile] = []
     held: set[str] = set()
     per_slide: list[dict] = []
     tax = taxonomy
     for i, slide in enumerate(slides):
-        if safe_stem(slide) in wanted:
-            held.add(safe_stem(slide))
-            continue
+        is_held_out = safe_stem(slide) in wanted
         with plan_slide(slide, annotations[i] if annotations else None, mpp=mpp, tile_size=tile_size,
                         tissue=tissue, **plan_options) as plan:
             table = plan.annotations
@@ -130,13 +132,15 @@ def tiles_from_slides(
                 if labelled.n_nuclei < min_nuclei:
                     skipped += 1
                     continue
-                tiles.append(labelled)
+                (validation if is_held_out else tiles).append(labelled)
                 kept += 1
+            if is_held_out:
+                held.add(plan.stem)
             per_slide.append({"slide": str(Path(slide).resolve()), "annotations": table.source, "tiles": kept,
-                              "skipped_tiles_with_few_nuclei": skipped})
+                              "skipped_tiles_with_few_nuclei": skipped, "held_out": is_held_out})
     _check_holdout(wanted, held, "the slides")
     if not tiles:
         raise CosynthError(f"no tile of the slides has >= {min_nuclei} annotated nuclei at {tile_size} px x {mpp:g} um/px")
     summary = {"format": "slides", "slides": per_slide, "holdout_images": sorted(held), "mpp": mpp,
                "min_nuclei": min_nuclei}
-    return TrainingTiles(tiles=tiles, held_out=sorted(held), mpp=float(mpp), summary=summary)
+    return TrainingTiles(tiles=tiles, held_out=sorted(held), mpp=float(mpp), summary=summary, validation=validation)
