@@ -22,7 +22,7 @@ from wsi_cosynth.models.config import load_config
 from wsi_cosynth.models.cosynth import CosynthModel
 from wsi_cosynth.taxonomy import get_taxonomy
 
-AUTHORS_PFLOP_PER_TILE = 2.5  # ~2,000 passes x ~1.28 TFLOP (METHOD.md)
+AUTHORS_PFLOP_PER_TILE = 2.5  # ~2,000 passes x ~1.28 TFLOP (docs/METHOD.md)
 
 
 def _inputs(model: CosynthModel, batch: int):

@@ -1,9 +1,9 @@
 """Checks that a written dataset is accepted by the tools that consume its format.
 
 Each ``check_*`` raises AssertionError naming the file and rule broken, and returns a small dict
-of what it measured. They follow FORMATS.md: pycocotools COCO() + COCOeval (segm AP of the ground
+of what it measured. They follow docs/FORMATS.md: pycocotools COCO() + COCOeval (segm AP of the ground
 truth scored against itself), Lizard's official read_label.py logic (rows matched by id value),
-PanNuke's array conventions, and QuPath's GeoJSON import rules (FORMATS.md 4.3).
+PanNuke's array conventions, and QuPath's GeoJSON import rules (docs/FORMATS.md 4.3).
 Also: ``same_up_to_relabelling`` and ``instance_ious`` for round-trip comparisons.
 """
 
@@ -66,7 +66,7 @@ def best_matches(ref: np.ndarray, got: np.ndarray) -> tuple[np.ndarray, np.ndarr
 
 # ----------------------------------------------------------------------------------------- COCO
 def check_coco(out_dir: str | Path) -> dict:
-    """pycocotools loads the file; structure rules of FORMATS.md 3; self-evaluation segm AP = 1."""
+    """pycocotools loads the file; structure rules of docs/FORMATS.md 3; self-evaluation segm AP = 1."""
     import pycocotools.mask as mask_utils
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
@@ -187,7 +187,7 @@ def _no_constants(name: str) -> float:
 
 
 def check_qupath_geojson(path: str | Path) -> dict:
-    """Every Feature obeys QuPath's import rules (FORMATS.md 4.3) and the writer recommendation."""
+    """Every Feature obeys QuPath's import rules (docs/FORMATS.md 4.3) and the writer recommendation."""
     import shapely.geometry
 
     p = Path(path)

@@ -176,7 +176,11 @@ def test_cli_export_and_bad_inputs(tmp_path, capsys):
                      "--out", str(tmp_path / "ok"), "--no-progress", "--taxonomy", "lizard"], capsys)
     assert rc == 0 and "4 tiles, 2 nuclei" in text
     ann = json.loads((tmp_path / "ok" / "annotations.json").read_text())
-    assert len(ann["annotations"]) == 2
+    assert len(ann["annotations"]) == 2 and all("counts" in a["segmentation"] for a in ann["annotations"])
+    rc, _ = _cli(["export", "--slide", str(slide), "--annotations", str(good), "--source", "real", "--format", "coco",
+                  "--coco-segmentation", "polygon", "--out", str(tmp_path / "poly"), "--no-progress"], capsys)
+    polys = json.loads((tmp_path / "poly" / "annotations.json").read_text())["annotations"]
+    assert rc == 0 and [len(a["segmentation"][0]) for a in polys] == [8, 8]  # 9 x 9 px squares: 4 corners each
 
     unknown = tmp_path / "unknown.geojson"
     unknown.write_text(json.dumps([poly(20, 20, "Banana")]))

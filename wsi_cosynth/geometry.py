@@ -2,7 +2,7 @@
 
 Frame: polygon vertices are (x, y) on the pixel-CORNER grid, so pixel (row r, col c) is the unit
 square [c, c+1] x [r, r+1] and its centre is (c + 0.5, r + 0.5). This is COCO's convention
-(FORMATS.md 3.2: the square [0,0,4,0,4,4,0,4] covers 16 pixels) and QuPath's.
+(docs/FORMATS.md 3.2: the square [0,0,4,0,4,4,0,4] covers 16 pixels) and QuPath's.
 
 ``mask_to_polygons`` traces the outline along pixel edges (the union of the mask's pixel squares),
 so ``rasterize_polygon(mask_to_polygons(m))`` gives back ``m`` exactly; contours through pixel

@@ -1,6 +1,6 @@
 """Instance separation: turn (distance map, semantic label, point layout) into nuclei instances.
 
-Three methods, as in the paper's ablation (METHOD.md, "Instances"):
+Three methods, as in the paper's ablation (docs/METHOD.md, "Instances"):
 
 - :func:`separate_instances`: point-guided marker watershed. Markers are the layout points,
   the landscape is the inverted distance map ``-d``, the mask is the semantic foreground; each

@@ -1,4 +1,4 @@
-"""HoVer-Net WSI-mode JSON (FORMATS.md 5.1): ``{"mag": proc_mag, "nuc": {id: {contour, type, ...}}}``.
+"""HoVer-Net WSI-mode JSON (docs/FORMATS.md 5.1): ``{"mag": proc_mag, "nuc": {id: {contour, type, ...}}}``.
 
 WSI mode stores coordinates at the processing magnification; level-0 pixels are obtained by
 multiplying by ``base_mag / proc_mag`` (base_mag: the slide's objective power). Tile mode

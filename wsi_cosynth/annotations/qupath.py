@@ -1,4 +1,4 @@
-"""QuPath GeoJSON at slide level (FORMATS.md section 4), in level-0 pixels.
+"""QuPath GeoJSON at slide level (docs/FORMATS.md section 4), in level-0 pixels.
 
 Parsing (every container, object-type spelling, classification form, ``nucleusGeometry`` of
 cells, childObjects) is :func:`wsi_cosynth.exporters.geojson.read_geojson_nuclei`, shared with

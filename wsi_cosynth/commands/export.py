@@ -32,6 +32,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--taxonomy", default=None,
                         help="class set of the dataset (default: the built-in set holding the annotation classes)")
     parser.add_argument("--class-map", default=None, help="YAML {annotation class: taxonomy class} overrides")
+    parser.add_argument("--coco-segmentation", choices=("rle", "polygon"), default="rle",
+                        help="COCO masks as compressed RLE (lossless, default) or polygons")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_synthesis_arguments(parser)
@@ -47,7 +49,7 @@ def _add_synthesis_arguments(parser: argparse.ArgumentParser) -> None:
                    help="layouts from the annotations, or resampled from a layout model (auto: annotations when present)")
     g.add_argument("--layout-model", default=None, help="fitted layout model .json (default: the bundled CoNSeP one)")
     g.add_argument("--per-layout", type=int, default=1, help="samples per layout (default 1)")
-    g.add_argument("--steps", type=int, default=25, help="sampling steps (default 25, strided DDIM; 1000 = full ancestral)")
+    g.add_argument("--steps", type=int, default=25, help="sampling steps (default 25; with --sampler ddpm, 1000 = the full ancestral chain)")
     g.add_argument("--guidance", type=float, default=2.0, help="classifier-free guidance scale (default %(default)s; 1 = none, half the compute)")
     g.add_argument("--sampler", choices=("ddim", "ddpm"), default="ddim", help="strided sampler (default ddim)")
     g.add_argument("--eta", type=float, default=0.0, help="DDIM eta (0 deterministic, 1 ~ DDPM)")
@@ -77,6 +79,13 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _writer_options(args: argparse.Namespace) -> dict:
+    options: dict = {"overwrite": args.overwrite}
+    if args.format == "coco":
+        options["segmentation"] = args.coco_segmentation
+    return options
+
+
 def _run_synthetic(args: argparse.Namespace):
     from ..pipeline.synthetic import export_synthetic
     from ..taxonomy import load_class_map
@@ -92,7 +101,7 @@ def _run_synthetic(args: argparse.Namespace):
         seed=args.seed, progress=not args.no_progress, per_layout=args.per_layout, steps=args.steps,
         guidance=args.guidance, sampler=args.sampler, eta=args.eta, batch_size=args.batch_size,
         device=args.device, threads=args.threads, workers=args.workers, scheduler=args.scheduler, restart=args.restart,
-        writer_options={"overwrite": args.overwrite},
+        writer_options=_writer_options(args),
     )
 
 
@@ -108,5 +117,5 @@ def _run_real(args: argparse.Namespace):
         args.tile_size = 256
     return export_real(
         args.slide, args.annotations, args.out, args.format, taxonomy=args.taxonomy, class_map=class_map,
-        progress=not args.no_progress, writer_options={"overwrite": args.overwrite}, **plan_kwargs(args),
+        progress=not args.no_progress, writer_options=_writer_options(args), **plan_kwargs(args),
     )

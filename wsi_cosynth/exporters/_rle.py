@@ -1,4 +1,4 @@
-"""COCO run-length encoding for whole instance maps at once (FORMATS.md 3.2).
+"""COCO run-length encoding for whole instance maps at once (docs/FORMATS.md 3.2).
 
 Runs are over the column-major (Fortran) flattening of an (H, W) mask and alternate
 0, 1, 0, ... starting with zeros. Encoding every instance of a map in one pass over its runs keeps

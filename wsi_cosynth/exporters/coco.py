@@ -1,4 +1,4 @@
-"""COCO instance segmentation (FORMATS.md section 3): writer and reader.
+"""COCO instance segmentation (docs/FORMATS.md section 3): writer and reader.
 
 Layout written::
 

@@ -10,7 +10,7 @@ Layouts accepted (``path`` is the dataset directory; stems pair images with labe
                                  (or row k = id k + 1 when N equals the largest id); optional
                                  inst_uid (N, 1) giving each row's id explicitly
 
-2. CoNSeP release / HoVer-Net tile-mode ``.mat`` (FORMATS.md 5.2, 5.3)::
+2. CoNSeP release / HoVer-Net tile-mode ``.mat`` (docs/FORMATS.md 5.2, 5.3)::
 
        images/<stem>.png         (also Images/)
        labels/<stem>.mat         (also Labels/, mat/) with inst_map (H, W) and either

@@ -1,4 +1,4 @@
-"""QuPath-compatible GeoJSON (FORMATS.md section 4): writer and reader.
+"""QuPath-compatible GeoJSON (docs/FORMATS.md section 4): writer and reader.
 
 Layout written::
 
@@ -16,7 +16,7 @@ pixel-corner grid with closed rings rounded to 2 decimals, ``properties.objectTy
 Coordinates are level-0 slide pixels (``placement``: x0 + x * scale) when the tile has a
 placement ("frame": "slide"), else tile pixels ("frame": "tile").
 
-Reading (:func:`read_geojson_nuclei`) accepts every form in FORMATS.md 4: FeatureCollection,
+Reading (:func:`read_geojson_nuclei`) accepts every form in docs/FORMATS.md 4: FeatureCollection,
 array of Features, single Feature, bare Geometry; objectType / object_type / type / legacy v0.2
 ids; ``nucleusGeometry`` of cells (used as the nucleus); classification as a string,
 {name|names, color}, legacy {name, colorRGB} or {parentClass, ...}; childObjects; bare or string

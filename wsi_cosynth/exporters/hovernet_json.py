@@ -1,4 +1,4 @@
-"""HoVer-Net JSON output (read only; FORMATS.md 5.1).
+"""HoVer-Net JSON output (read only; docs/FORMATS.md 5.1).
 
 Layout: ``path`` is HoVer-Net's tile-mode output folder with ``json/<stem>.json`` and the input
 images in ``images/`` (or beside the JSON files); ``type_info.json`` (HoVer-Net's

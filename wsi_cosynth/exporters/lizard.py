@@ -1,4 +1,4 @@
-"""Lizard (FORMATS.md section 1): writer and reader.
+"""Lizard (docs/FORMATS.md section 1): writer and reader.
 
 Layout (as the official release; stems contain no '-')::
 

@@ -1,4 +1,4 @@
-"""PanNuke (FORMATS.md section 2): writer and reader.
+"""PanNuke (docs/FORMATS.md section 2): writer and reader.
 
 Layout (one fold)::
 
@@ -15,7 +15,7 @@ classes; with the built-in ``pannuke`` taxonomy this is PanNuke's own channel or
 
 Memory stays flat in N: each tile's rows are appended to the two ``.npy`` files on disk as it
 arrives (a fixed-size header is rewritten with the final N at close), so only one tile is ever
-held. Reading memory-maps the arrays. Reader tolerances (FORMATS.md 2.2): pixels with ids in two
+held. Reading memory-maps the arrays. Reader tolerances (docs/FORMATS.md 2.2): pixels with ids in two
 channels take the larger id (as ``max(-1)``), the class of an id is the channel holding most of
 its pixels; void tiles (channel 5 all 0, no nuclei) and split ids are accepted.
 """

@@ -2,7 +2,7 @@
 
 For nucleus n with pixel set P_n and anchor c_n (its centroid, see :func:`nucleus_anchors`),
 every pixel p in P_n gets ``1 - |p - c_n| / max_{q in P_n} |q - c_n|`` and background gets 0
-(METHOD.md, "distance map"). Pixel positions are pixel centres ``(col + 0.5, row + 0.5)`` in
+(docs/METHOD.md, "distance map"). Pixel positions are pixel centres ``(col + 0.5, row + 0.5)`` in
 tile pixels, the frame of :class:`wsi_cosynth.records.Layout`.
 """
 

@@ -1,7 +1,7 @@
 """RRDB point-map encoder (ESRGAN's residual-in-residual dense blocks, Wang et al. 2018).
 
 The point map (one pixel per nucleus centroid, one channel per class) is encoded once per sample;
-its features are ADDED to the denoiser's input features at every step (METHOD.md).
+its features are ADDED to the denoiser's input features at every step (docs/METHOD.md).
 """
 
 from __future__ import annotations
