@@ -159,7 +159,13 @@ def test_clear_errors(slide, tiny_model, tmp_path, capsys):
     assert "'other'" in capsys.readouterr().err  # consep 'other' has no pannuke counterpart
     assert _export(slide, tmp_path / "o3", tiny_model, "--format", "coco", "--model", str(tmp_path / "nope")) == 2
     assert "not found" in capsys.readouterr().err
-    assert not (tmp_path / "o1").exists() and not (tmp_path / "o2").exists()
+    assert _export(slide, tmp_path / "o4", tiny_model, "--format", "coco", "--steps", "2000") == 2
+    assert "1000 diffusion steps" in capsys.readouterr().err
+    if not torch.cuda.is_available():
+        assert _export(slide, tmp_path / "o5", tiny_model, "--format", "coco", "--device", "cuda") == 2
+        assert "no CUDA GPU" in capsys.readouterr().err
+    assert not any((tmp_path / f"o{k}").exists() for k in range(1, 6))
+    assert not list(tmp_path.glob(".o*"))  # no work directory left behind either
 
 
 def test_gpu_assignment_spreads_local_workers_and_is_stable_for_named_ones():

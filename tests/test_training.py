@@ -151,16 +151,34 @@ def test_checkpoint_mismatches_are_clear_errors(tiles, tmp_path):
 
 
 def test_resume_continues_exactly(tiles, tmp_path):
-    full = train(_tiny(steps=4), _dataset(tiles), tmp_path / "full", mpp=0.25, progress=False)
-    train(_tiny(steps=2), _dataset(tiles), tmp_path / "part", mpp=0.25, progress=False)
+    def config(steps):  # with dropout, whose masks come from torch's global RNG
+        tiny = _tiny(steps=steps)
+        return tiny.model_copy(update={"model": tiny.model.model_copy(update={"dropout": 0.3})})
+
+    torch.manual_seed(123)
+    expected_next = torch.rand(3)
+    torch.manual_seed(123)
+    full = train(config(4), _dataset(tiles), tmp_path / "full", mpp=0.25, progress=False)
+    assert torch.equal(torch.rand(3), expected_next)  # the caller's global RNG stream is untouched
+    train(config(2), _dataset(tiles), tmp_path / "part", mpp=0.25, progress=False)
     assert latest_checkpoint(tmp_path / "part").name == "step-0000002"
     with pytest.raises(CosynthError, match="--resume"):
-        train(_tiny(steps=4), _dataset(tiles), tmp_path / "part", mpp=0.25, progress=False)
-    resumed = train(_tiny(steps=4), _dataset(tiles), tmp_path / "part", mpp=0.25, resume=True, progress=False)
+        train(config(4), _dataset(tiles), tmp_path / "part", mpp=0.25, progress=False)
+    with pytest.raises(CosynthError, match="0.25 um/px.*0.5"):
+        train(config(4), _dataset(tiles), tmp_path / "part", mpp=0.5, resume=True, progress=False)
+    with (tmp_path / "part" / "loss.jsonl").open("a") as fh:  # a record from after the checkpoint (a crash)
+        fh.write(json.dumps({"step": 3, "total": 0.0}) + "\n")
+    torch.manual_seed(999)  # the resumed run must not depend on the caller's RNG state
+    resumed = train(config(4), _dataset(tiles), tmp_path / "part", mpp=0.25, resume=True, progress=False)
     for k, v in full.state_dict().items():
         assert torch.allclose(v, resumed.state_dict()[k], atol=1e-6), k
     steps = [json.loads(line)["step"] for line in (tmp_path / "part" / "loss.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3, 4]
+
+
+def test_bad_training_options_are_clear_errors():
+    with pytest.raises(CosynthError, match="invalid training option.*steps"):
+        load_config("tiny").with_overrides(steps=0)
 
 
 def test_train_cli(tmp_path):

@@ -33,17 +33,21 @@ def synthesize(
     eta: float = 0.0,
     seed: int = 0,
     batch_size: int = 4,
-    device: str = "cpu",
+    device: str | None = None,
 ) -> list[LabelledTile]:
     """Co-synthesise one labelled tile per layout (image, instances via point-guided watershed,
     classes, distance map). Layouts must use the model's taxonomy and tile size; the same seed
-    and batch size give the same tiles.
+    and batch size give the same tiles. ``device``: "cpu", "cuda[:N]" or "auto" (a GPU when
+    present); None keeps a given model where it is (and means "auto" for a path).
     """
     from .pipeline.jobs import SynthesisJob, make_batches
-    from .pipeline.worker import SamplingSpec, sample_tiles
+    from .pipeline.worker import SamplingSpec, resolve_device, sample_tiles
 
     if model is None or isinstance(model, (str, Path)):
+        device = resolve_device(device or "auto")
         model = load_model(model, device=device)
+    else:
+        device = resolve_device(device) if device is not None else str(model.device)
     if not layouts:
         raise CosynthError("synthesize: no layouts given")
     jobs = [SynthesisJob(lay.provenance.name, lay) for lay in layouts]

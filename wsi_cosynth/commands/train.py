@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     taxonomy = source.taxonomy
     dataset = TileDataset(source.tiles, taxonomy=taxonomy, tile_size=config.train.tile_size, tissue=args.tissue,
                           text_drop_prob=config.train.text_drop_prob)
-    # Held-out tiles score the EMA model at every checkpoint (validation.jsonl): whole crops, no flips.
+    # Held-out tiles score the EMA model at every checkpoint (validation.jsonl), on seeded crops and flips.
     validation = TileDataset(source.validation, taxonomy=taxonomy, tile_size=config.train.tile_size,
                              tissue=args.tissue, text_drop_prob=0.0) if source.validation else None
     print(f"training {config.name} on {len(dataset)} tiles from {where} ({taxonomy.key}: {', '.join(taxonomy.names)}), "

@@ -17,6 +17,7 @@ import math
 import torch
 import torch.nn.functional as F
 
+from . import noise
 from .schedules import CosineSchedule, alpha_bar_at
 
 LOG_EPS = -30.0  # log of "zero" probability: exp(-30) ~ 1e-13, finite so gradients stay finite
@@ -43,7 +44,7 @@ def _log_mix(log_x: torch.Tensor, a: torch.Tensor, num_classes: int) -> torch.Te
 
 def sample_log_categorical(log_probs: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
     """(B, K, H, W) log-probabilities -> (B, H, W) int64 samples, by the Gumbel-max trick."""
-    u = torch.rand(log_probs.shape, generator=generator, device=log_probs.device, dtype=torch.float32)
+    u = noise.rand(log_probs.shape, generator, log_probs.device)
     neg_log_u = -torch.log(u.clamp(1e-20, 1.0))
     gumbel = -torch.log(neg_log_u.clamp(min=1e-20))
     return (log_probs + gumbel).argmax(1)

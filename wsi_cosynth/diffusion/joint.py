@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
+from . import noise
 from .categorical import CategoricalDiffusion, index_to_log_onehot
 from .gaussian import GaussianDiffusion
 from .schedules import CosineSchedule
@@ -85,8 +86,8 @@ class JointDiffusion:
         self, x0: JointState, t: torch.Tensor, generator: torch.Generator | None
     ) -> tuple[JointState, torch.Tensor, torch.Tensor]:
         """(x_t, eps_image, eps_distance): every modality noised to the same step ``t``."""
-        eps_i = torch.randn(x0.image.shape, generator=generator, device=x0.image.device)
-        eps_d = torch.randn(x0.distance.shape, generator=generator, device=x0.distance.device)
+        eps_i = noise.randn(x0.image.shape, generator, x0.image.device)
+        eps_d = noise.randn(x0.distance.shape, generator, x0.distance.device)
         log_l0 = index_to_log_onehot(x0.label, self.num_classes)
         x_t = JointState(
             self.image.q_sample(x0.image, t, eps_i),

@@ -18,6 +18,7 @@ from typing import Literal
 
 import torch
 
+from . import noise
 from .joint import JointDiffusion, JointPrediction, JointState, ModelFn
 from .schedules import strided_timesteps
 
@@ -31,9 +32,9 @@ def initial_noise(
 ) -> JointState:
     """x_{T-1}: N(0, I) image (B, 3, H, W) and distance (B, 1, H, W); uniform label (B, H, W)."""
     b, h, w = shape
-    image = torch.randn((b, 3, h, w), generator=generator, device=device)
-    distance = torch.randn((b, 1, h, w), generator=generator, device=device)
-    label = torch.randint(0, process.num_classes, (b, h, w), generator=generator, device=device)
+    image = noise.randn((b, 3, h, w), generator, device)
+    distance = noise.randn((b, 1, h, w), generator, device)
+    label = noise.randint(process.num_classes, (b, h, w), generator, device)
     return JointState(image, distance, label)
 
 
@@ -52,8 +53,8 @@ def joint_step(
     b = x_t.label.shape[0]
     t_b = torch.full((b,), t, dtype=torch.long)
     s_b = torch.full((b,), s, dtype=torch.long)
-    z_i = torch.randn(x_t.image.shape, generator=generator, device=x_t.image.device)
-    z_d = torch.randn(x_t.distance.shape, generator=generator, device=x_t.distance.device)
+    z_i = noise.randn(x_t.image.shape, generator, x_t.image.device)
+    z_d = noise.randn(x_t.distance.shape, generator, x_t.distance.device)
     if method == "ddpm":
         image = process.image.ddpm_step(x_t.image, pred.eps_image, t_b, s_b, z_i)
         distance = process.distance.ddpm_step(x_t.distance, pred.eps_distance, t_b, s_b, z_d)

@@ -131,7 +131,12 @@ class CosynthConfig(_Frozen):
         given = {k: v for k, v in train_overrides.items() if v is not None}
         if not given:
             return self
-        return self.model_copy(update={"train": TrainConfig(**{**self.train.model_dump(), **given})})
+        try:
+            train = TrainConfig(**{**self.train.model_dump(), **given})
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in exc.errors())
+            raise CosynthError(f"invalid training option ({problems})") from None
+        return self.model_copy(update={"train": train})
 
     def to_dict(self) -> dict:
         return self.model_dump(mode="json")

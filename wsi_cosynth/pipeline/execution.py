@@ -8,6 +8,7 @@ machine's cores instead of oversubscribing them.
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 
@@ -57,8 +58,9 @@ def _run_on_dask(batches: Sequence[Batch], spec: SamplingSpec, on_result: OnResu
         with client:
             by_key = {}
             futures = []
+            run_id = uuid.uuid4().hex[:12]  # keys unique per run, also on a long-lived shared cluster
             for batch in batches:
-                future = client.submit(synthesize_batch, spec, batch, pure=False, key=f"cosynth-batch-{batch.index}-{os.getpid()}")
+                future = client.submit(synthesize_batch, spec, batch, pure=False, key=f"cosynth-batch-{run_id}-{batch.index}")
                 by_key[future.key] = batch
                 futures.append(future)
             for future in as_completed(futures):

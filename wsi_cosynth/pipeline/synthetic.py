@@ -24,7 +24,7 @@ from .jobs import Batch, make_batches, plan_jobs
 from .layouts_for_slide import annotated_layouts, resampled_layouts, resolve_layout_source, with_tissue
 from .real import ExportSummary, plan_slide
 from .workdir import WorkDir
-from .worker import SamplingSpec
+from .worker import SamplingSpec, resolve_device
 
 PREVIEW_NAME = "preview.png"
 
@@ -43,6 +43,7 @@ class ModelInfo:
     mpp: float | None
     tile_size: int
     digest: str
+    num_steps: int
 
 
 def model_info(path: str | Path | None) -> ModelInfo:
@@ -53,7 +54,8 @@ def model_info(path: str | Path | None) -> ModelInfo:
     directory = p if p.is_dir() else p.parent
     digest = hashlib.sha256((directory / WEIGHTS).read_bytes()).hexdigest()[:16]
     return ModelInfo(path=directory, taxonomy=Taxonomy.from_dict(meta["taxonomy"]), mpp=meta.get("mpp"),
-                     tile_size=int(meta["tile_size"]), digest=digest)
+                     tile_size=int(meta["tile_size"]), digest=digest,
+                     num_steps=int(meta["config"]["diffusion"]["num_steps"]))
 
 
 def _layouts_digest(layouts: list[Layout]) -> str:
@@ -64,6 +66,17 @@ def _layouts_digest(layouts: list[Layout]) -> str:
         h.update(lay.xy_tile.round(3).tobytes())
         h.update(lay.classes.tobytes())
     return h.hexdigest()[:16]
+
+
+def _device_kind(device: str, scheduler: str | None) -> str:
+    """"cpu" or "cuda": where sampling will run (on an external cluster, as the caller asked)."""
+    if device != "auto":
+        return "cuda" if device.startswith("cuda") else "cpu"
+    if scheduler is not None:
+        return "auto"
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def synthesize_to_dataset(
@@ -98,20 +111,25 @@ def synthesize_to_dataset(
 
     if str(fmt).lower() not in WRITE_FORMATS:
         raise CosynthError(f"unknown export format {fmt!r} (valid: {', '.join(WRITE_FORMATS)})")
-    if steps < 1:
-        raise CosynthError(f"--steps must be >= 1, got {steps}")
+    if not 1 <= steps <= model.num_steps:
+        raise CosynthError(f"--steps must be between 1 and the model's {model.num_steps} diffusion steps, got {steps}")
     out_dir = Path(out)
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())) and not (writer_options or {}).get("overwrite"):
         # Checked before synthesis, not only by the writer at the end, so no work is wasted.
         raise CosynthError(f"output {out_dir} exists and is not empty (choose a new path or --overwrite)")
+    if scheduler is None:
+        resolve_device(device)  # a GPU asked for where there is none fails here, before any work
     jobs = plan_jobs(layouts, per_layout)
     batches = make_batches(jobs, batch_size, seed)
+    # The device kind too: GPU sampling (bf16) gives other numbers than CPU, so a run is not
+    # finished on a different kind of device than it started on.
     params = {"model": model.digest, "layouts": _layouts_digest(layouts), "per_layout": per_layout, "steps": steps,
-              "guidance": guidance, "sampler": sampler, "eta": eta, "seed": seed, "batch_size": batch_size}
+              "guidance": guidance, "sampler": sampler, "eta": eta, "seed": seed, "batch_size": batch_size,
+              "device": _device_kind(device, scheduler)}
     work = WorkDir(out, params, restart=restart)
     todo = [b for b in batches if not work.is_done(b)]
     spec = SamplingSpec(model_path=str(model.path), steps=steps, guidance=guidance, sampler=sampler, eta=eta,
-                        device=device, threads=threads)
+                        device=device, threads=threads, model_digest=model.digest)
     bar = tqdm(total=len(jobs), initial=len(jobs) - sum(len(b.jobs) for b in todo), disable=not progress,
                desc="synthesise", unit="tile", dynamic_ncols=True)
 
@@ -121,6 +139,10 @@ def synthesize_to_dataset(
 
     try:
         run_batches(todo, spec, keep, workers=workers, scheduler=scheduler)
+    except BaseException:
+        if not any(work.is_done(b) for b in batches):
+            work.remove()  # nothing to resume from: leave no trace
+        raise
     finally:
         bar.close()
     n_nuclei, shown = 0, []

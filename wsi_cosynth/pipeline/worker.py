@@ -15,7 +15,7 @@ import numpy as np
 from ..records import LabelledTile
 from .jobs import Batch
 
-_MODELS: dict[tuple[str, str], object] = {}
+_MODELS: dict[tuple[str, str, str], object] = {}
 
 
 @dataclass(frozen=True)
@@ -29,6 +29,7 @@ class SamplingSpec:
     eta: float = 0.0
     device: str = "auto"
     threads: int | None = None
+    model_digest: str = ""  # part of the model cache key: new weights at the same path are reloaded
 
 
 def gpu_index_for_worker(name: object, n_gpus: int) -> int:
@@ -47,7 +48,11 @@ def resolve_device(device: str) -> str:
     """``auto`` -> this worker's GPU when there is one (workers spread over GPUs), else cpu."""
     import torch
 
+    from ..errors import CosynthError
+
     if device != "auto":
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            raise CosynthError(f"device {device!r} requested but torch sees no CUDA GPU here (use --device cpu or auto)")
         return device
     if not torch.cuda.is_available():
         return "cpu"
@@ -60,11 +65,11 @@ def resolve_device(device: str) -> str:
     return f"cuda:{index}"
 
 
-def cached_model(path: str, device: str):
-    """The model at ``path`` on ``device``, loaded once per process."""
+def cached_model(path: str, device: str, digest: str = ""):
+    """The model at ``path`` (weights fingerprint ``digest``) on ``device``, loaded once per process."""
     from ..training.checkpoint import load_model
 
-    key = (os.path.abspath(path), device)
+    key = (os.path.abspath(path), device, digest)
     if key not in _MODELS:
         _MODELS[key] = load_model(path, device=device)
     return _MODELS[key]
@@ -77,7 +82,7 @@ def synthesize_batch(spec: SamplingSpec, batch: Batch) -> list[LabelledTile]:
     if spec.threads:
         torch.set_num_threads(spec.threads)
     device = resolve_device(spec.device)
-    return sample_tiles(cached_model(spec.model_path, device), batch, spec, device)
+    return sample_tiles(cached_model(spec.model_path, device, spec.model_digest), batch, spec, device)
 
 
 def sample_tiles(model, batch: Batch, spec: SamplingSpec, device: str) -> list[LabelledTile]:

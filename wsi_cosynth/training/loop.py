@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..atomic import write_text_atomic
 from ..errors import CosynthError
 from ..models.config import CosynthConfig
 from ..models.cosynth import CosynthModel
@@ -58,11 +59,26 @@ class EMA:
                 self.shadow[k].copy_(v)
 
 
-def _check_resume(meta: dict, config: CosynthConfig, taxonomy: Taxonomy, ckpt: Path) -> None:
+def _trim_log(path: Path, step: int) -> None:
+    """Drop JSONL records past ``step`` (written after the checkpoint a run resumes from, or by a
+    run that died before its first checkpoint), so a resumed log has each step once."""
+    if not path.is_file():
+        return
+    lines = path.read_text().splitlines(keepends=True)
+    kept = [line for line in lines if line.strip() and json.loads(line).get("step", 0) <= step]
+    if len(kept) != len(lines):
+        write_text_atomic(path, "".join(kept))
+
+
+def _check_resume(meta: dict, config: CosynthConfig, taxonomy: Taxonomy, mpp: float | None, ckpt: Path) -> None:
     if meta["config"]["model"] != config.model.model_dump(mode="json") or meta["config"]["diffusion"] != config.diffusion.model_dump(mode="json"):
         raise CosynthError(f"cannot resume from {ckpt}: its model/diffusion config differs from config {config.name!r}")
     if list(meta["taxonomy"]["names"]) != list(taxonomy.names):
         raise CosynthError(f"cannot resume from {ckpt}: trained on classes {meta['taxonomy']['names']}, data has {list(taxonomy.names)}")
+    if int(meta["tile_size"]) != config.train.tile_size:
+        raise CosynthError(f"cannot resume from {ckpt}: trained on {meta['tile_size']} px tiles, config asks for {config.train.tile_size}")
+    if meta.get("mpp") is not None and mpp is not None and abs(float(meta["mpp"]) - float(mpp)) > 1e-6:
+        raise CosynthError(f"cannot resume from {ckpt}: trained at {meta['mpp']} um/px, this data is at {mpp} um/px (--mpp)")
 
 
 def train(
@@ -85,6 +101,8 @@ def train(
 
     tc = config.train
     device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise CosynthError(f"device {str(device)!r} requested but torch sees no CUDA GPU here (use --device cpu)")
     out = Path(out_dir)
     if tc.num_threads and device.type == "cpu":
         torch.set_num_threads(tc.num_threads)
@@ -101,9 +119,11 @@ def train(
     rng = np.random.default_rng(tc.seed)
     gen = torch.Generator(device=device).manual_seed(tc.seed + 1)
     step = 0
+    state: dict = {}
     if ckpt is not None:
-        _check_resume(read_metadata(ckpt), config, dataset.taxonomy, ckpt)
-        state = torch.load(ckpt / TRAINER_STATE, map_location=device, weights_only=False)
+        _check_resume(read_metadata(ckpt), config, dataset.taxonomy, mpp, ckpt)
+        # Loaded on the CPU: generator states must be CPU byte tensors; weights move on loading.
+        state = torch.load(ckpt / TRAINER_STATE, map_location="cpu", weights_only=False)
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         ema.shadow = {k: v.to(device) for k, v in state["ema"].items()}
@@ -112,6 +132,8 @@ def train(
         step = int(state["step"])
     summary = {**(data_summary or {}), **dataset.summary()}
     out.mkdir(parents=True, exist_ok=True)
+    _trim_log(out / "loss.jsonl", step)
+    _trim_log(out / "validation.jsonl", step)
     log = (out / "loss.jsonl").open("a")
 
     def validate() -> dict[str, float]:
@@ -128,45 +150,55 @@ def train(
             summary["validation"] = {"step": step, "n_examples": tc.validation_examples, **validate()}
         buf = io.BytesIO()
         torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "ema": ema.shadow, "step": step,
-                    "numpy_rng": rng.bit_generator.state, "torch_rng": gen.get_state()}, buf)
+                    "numpy_rng": rng.bit_generator.state, "torch_rng": gen.get_state(),
+                    "global_rng": torch.get_rng_state(),
+                    **({"cuda_rng": torch.cuda.get_rng_state(device)} if device.type == "cuda" else {})}, buf)
         target = out / "checkpoints" / f"step-{step:07d}"
         save_checkpoint(target, model, steps=step, data=summary, state_dict=ema.shadow, extra_files={TRAINER_STATE: buf.getvalue()})
         save_checkpoint(out / "model", model, steps=step, data=summary, state_dict=ema.shadow)
         for old in sorted((out / "checkpoints").glob("step-*"))[:-tc.keep_checkpoints]:
             shutil.rmtree(old, ignore_errors=True)
 
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
-    model.train()
-    bar = tqdm(total=tc.steps, initial=step, disable=not progress, desc="train", dynamic_ncols=True)
-    t_last, running = time.perf_counter(), []
-    while step < tc.steps:
-        batch = dataset.batch(tc.batch_size, rng)
-        x0 = type(batch.x0)(batch.x0.image.to(device), batch.x0.distance.to(device), batch.x0.label.to(device))
-        lr = tc.lr * min(1.0, (step + 1) / tc.warmup_steps) if tc.warmup_steps else tc.lr
-        for group in opt.param_groups:
-            group["lr"] = lr
-        with autocast:
-            losses = model.training_losses(x0, batch.points.to(device), batch.prompts, batch.keep_text, gen)
-        if not torch.isfinite(losses["total"]):
-            raise CosynthError(f"training diverged at step {step}: loss {losses['total'].item()} (lower train.lr?)")
-        opt.zero_grad(set_to_none=True)
-        losses["total"].backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, tc.grad_clip)
-        opt.step()
-        step += 1
-        ema.update(model, step)
-        running.append({k: float(v.detach()) for k, v in losses.items()})
-        bar.update(1)
-        bar.set_postfix(loss=f"{running[-1]['total']:.4f}")
-        if step % tc.log_every == 0 or step == tc.steps:
-            now = time.perf_counter()
-            rec = {"step": step, **{k: float(np.mean([r[k] for r in running])) for k in running[0]},
-                   "grad_norm": float(grad_norm), "lr": lr, "s_per_step": (now - t_last) / len(running), "time": time.time()}
-            log.write(json.dumps(rec) + "\n")
-            log.flush()
-            t_last, running = now, []
-        if step % tc.checkpoint_every == 0 or step == tc.steps:
-            checkpoint()
+    # Dropout draws from torch's global RNG: seed it from the config (restored on resume) so the
+    # seed and a resumed run determine the masks too, inside a fork that leaves the caller's RNG as it was.
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(tc.seed + 2)
+        if "global_rng" in state:
+            torch.set_rng_state(state["global_rng"])
+        if "cuda_rng" in state and device.type == "cuda":
+            torch.cuda.set_rng_state(state["cuda_rng"], device)
+        autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
+        model.train()
+        bar = tqdm(total=tc.steps, initial=step, disable=not progress, desc="train", dynamic_ncols=True)
+        t_last, running = time.perf_counter(), []
+        while step < tc.steps:
+            batch = dataset.batch(tc.batch_size, rng)
+            x0 = type(batch.x0)(batch.x0.image.to(device), batch.x0.distance.to(device), batch.x0.label.to(device))
+            lr = tc.lr * min(1.0, (step + 1) / tc.warmup_steps) if tc.warmup_steps else tc.lr
+            for group in opt.param_groups:
+                group["lr"] = lr
+            with autocast:
+                losses = model.training_losses(x0, batch.points.to(device), batch.prompts, batch.keep_text, gen)
+            if not torch.isfinite(losses["total"]):
+                raise CosynthError(f"training diverged at step {step}: loss {losses['total'].item()} (lower train.lr?)")
+            opt.zero_grad(set_to_none=True)
+            losses["total"].backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, tc.grad_clip)
+            opt.step()
+            step += 1
+            ema.update(model, step)
+            running.append({k: float(v.detach()) for k, v in losses.items()})
+            bar.update(1)
+            bar.set_postfix(loss=f"{running[-1]['total']:.4f}")
+            if step % tc.log_every == 0 or step == tc.steps:
+                now = time.perf_counter()
+                rec = {"step": step, **{k: float(np.mean([r[k] for r in running])) for k in running[0]},
+                       "grad_norm": float(grad_norm), "lr": lr, "s_per_step": (now - t_last) / len(running), "time": time.time()}
+                log.write(json.dumps(rec) + "\n")
+                log.flush()
+                t_last, running = now, []
+            if step % tc.checkpoint_every == 0 or step == tc.steps:
+                checkpoint()
     bar.close()
     log.close()
     model.load_state_dict({k: v.to(model.state_dict()[k].dtype) for k, v in ema.shadow.items()})
