@@ -116,6 +116,8 @@ def test_aperio_xml_monuseg_style_and_broken(tmp_path):
     (tmp_path / "s.xml").write_text(xml)
     t = load_annotations(tmp_path / "s.xml")
     assert t.class_names() == ["nucleus"] and t.nuclei[0].area == 64
+    regions = load_annotations(tmp_path / "s.xml", role="regions")  # e.g. --tissue-regions regions.xml
+    assert len(regions) == 0 and [round(r.area) for r in regions.regions] == [64, round(t.nuclei[1].area)]
     assert t.nuclei[1].area == pytest.approx(np.pi * 5 * 3, rel=0.01)  # ellipse from its box
     (tmp_path / "x.xml").write_text("<Annotations><Annotation>")
     with pytest.raises(CosynthError, match=r"x\.xml.*XML"):
@@ -130,7 +132,12 @@ def test_hovernet_wsi_json_is_scaled_to_level0(tmp_path):
         load_annotations(p)
     t = load_annotations(p, base_mag=40, type_names="pannuke")
     assert list(t.classes) == ["inflammatory", "unlabelled"]
-    assert t.nuclei[0].bounds == (20.0, 20.0, 40.0, 40.0)
+    # Boundary pixels 10..20 at 20x are the squares [10, 21) there, [20, 42) at 40x level 0.
+    assert t.nuclei[0].bounds == (20.0, 20.0, 42.0, 42.0)
+    assert t.centroids()[0].tolist() == [31.0, 31.0]
+    for bad, needle in (({"mag": 0}, "'mag'"), ({"nuc": {"1": {"contour": [[0, 0], [4, 0], [4, 4]], "type": "x"}}}, "'x'")):
+        with pytest.raises(CosynthError, match=needle):
+            load_annotations(_write(tmp_path, "bad.json", {**data, **bad}), base_mag=40, type_names="pannuke")
 
 
 def test_geoparquet_nuclei_and_regions():

@@ -144,3 +144,24 @@ def test_tiatoolbox_backend_absent_is_a_clear_error(pyramid):
             SlideReader(pyramid[0], backend="tiatoolbox")
     else:
         pytest.skip("tiatoolbox is installed here")
+
+
+def test_thumbnail_of_a_single_level_slide_is_read_in_bounded_blocks(tmp_path):
+    """Without a coarse level the thumbnail decodes level 0; blocks keep each decode small."""
+    image = synthetic_he(600, 900, seed=4, tissue_fraction=0.8)
+    path = write_svs(tmp_path / "flat.svs", image, mpp=0.25, downsamples=(1,))
+    with SlideReader(path) as reader:
+        whole = reader.read_thumbnail(2.0)
+        decoded = []
+        read_window = reader._source.read_window
+
+        def recording(level, x, y, w, h):  # a spy: the real reader still decodes
+            decoded.append(w * h)
+            return read_window(level, x, y, w, h)
+
+        reader._source.read_window = recording
+        blocks = reader.read_thumbnail(2.0, max_level_pixels=64 * 64)
+    assert whole.shape == (75, 112, 3)
+    assert len(decoded) > 10 and max(decoded) <= 2 * (64 + 16) ** 2  # a block plus its resampling margin
+    assert np.abs(blocks.astype(int) - whole.astype(int)).max() <= 1
+    assert psnr(whole, block_mean(image[:600, :896], 8)) > 35

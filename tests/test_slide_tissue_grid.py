@@ -73,3 +73,14 @@ def test_grid_bad_arguments():
         tile_grid((100, 100), 0.25, stride=0)
     with pytest.raises(CosynthError, match="mpp"):
         tile_grid((100, 100), 0.25, target_mpp=-1)
+
+
+@pytest.mark.parametrize("slide_mpp, w0", [(0.2627, 1949), (0.2627, 3898), (0.252, 2000), (0.3333, 2000)])
+def test_grid_tiles_stay_inside_the_slide_at_non_integer_scales(slide_mpp, w0):
+    """At 0.2627 um/px a 1,949 px wide slide fits 2 tiles with 0.45 px to spare: rounding the
+    second tile's position would push it past the edge."""
+    h0 = 1500
+    grid = tile_grid((w0, h0), slide_mpp, target_mpp=0.5, tile_size=256)
+    extent = 256 * 0.5 / slide_mpp
+    assert len(grid) > 0
+    assert (grid.x_level0 + extent <= w0 + 1e-9).all() and (grid.y_level0 + extent <= h0 + 1e-9).all()

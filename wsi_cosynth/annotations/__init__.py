@@ -44,8 +44,12 @@ def load_annotations(
     name = p.name.lower()
     if name.endswith(".xml"):
         from .aperio_xml import read_aperio_xml
+        from .table import make_table
 
-        return read_aperio_xml(p)
+        table = read_aperio_xml(p)
+        if role == "regions":  # ImageScope regions drawn around tissue, named by their class
+            return make_table([], [], regions=list(table.nuclei), region_names=list(table.classes), source=p)
+        return table
     if name.endswith(".parquet"):
         from .geoparquet import read_geoparquet
 
@@ -58,6 +62,8 @@ def load_annotations(
         if name.endswith(".json"):
             data = load_json(p)
             if is_hovernet_json(data):
+                if role == "regions":
+                    raise CosynthError(f"annotations {p}: HoVer-Net JSON holds nuclei, not tissue regions")
                 return read_hovernet_wsi(p, base_mag=base_mag, type_names=type_names, data=data)
         return read_qupath_geojson(p, role=role)  # type: ignore[arg-type]
     raise CosynthError(

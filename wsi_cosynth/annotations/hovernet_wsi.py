@@ -69,7 +69,12 @@ def read_hovernet_wsi(
                 f"annotations {p} were made at {proc_mag}x (HoVer-Net WSI mode): the slide's base "
                 f"magnification is needed to scale them to level 0 (slide property openslide.objective-power)"
             )
-        scale = float(base_mag) / float(proc_mag)
+        try:
+            scale = float(base_mag) / float(proc_mag)
+        except (TypeError, ValueError, ZeroDivisionError):
+            raise CosynthError(f"annotations {p}: 'mag' must be a positive magnification, got {proc_mag!r}") from None
+        if not scale > 0:
+            raise CosynthError(f"annotations {p}: 'mag' must be a positive magnification, got {proc_mag!r}")
     lookup = _type_lookup(type_names)
     nuclei: list = []
     classes: list[str] = []
@@ -77,6 +82,11 @@ def read_hovernet_wsi(
         if not isinstance(nuc, dict):
             raise CosynthError(f"annotations {p}: nucleus {key!r} is not an object")
         t = nuc.get("type")
+        if t is not None:
+            try:
+                t = int(t)
+            except (TypeError, ValueError):
+                raise CosynthError(f"annotations {p}: nucleus {key} has type {t!r}, not an integer") from None
         if t is None:
             name = "nucleus"
         elif int(t) == 0:
@@ -87,11 +97,20 @@ def read_hovernet_wsi(
             if int(t) not in lookup:
                 raise CosynthError(f"annotations {p}: nucleus {key} has type {t}, not in the type table {lookup}")
             name = lookup[int(t)]
-        contour = np.asarray(nuc.get("contour") or [], dtype=np.float64).reshape(-1, 2) if nuc.get("contour") else None
+        try:
+            contour = np.asarray(nuc["contour"], dtype=np.float64).reshape(-1, 2) if nuc.get("contour") else None
+            centroid = np.asarray(nuc["centroid"], dtype=np.float64).reshape(2) if nuc.get("centroid") is not None else None
+        except (TypeError, ValueError):
+            raise CosynthError(f"annotations {p}: nucleus {key} has a malformed contour or centroid") from None
+        # HoVer-Net coordinates are pixel INDICES (pixel centres; the contour runs through the
+        # centres of the boundary pixels, which cv2 fills too). In level-0 corner coordinates a
+        # pixel index i is the square [i, i + 1]: shift by half a pixel, and grow the contour by
+        # half a pixel so the boundary pixels are inside, as in the tile reader.
         if contour is not None and len(contour) >= 3:
-            nuclei.append(Polygon(contour * scale))
-        elif nuc.get("centroid") is not None:
-            nuclei.append(Point(np.asarray(nuc["centroid"], dtype=np.float64) * scale))
+            polygon = Polygon((contour + 0.5) * scale)
+            nuclei.append(polygon.buffer(0.5 * scale, join_style="mitre") if polygon.is_valid else polygon)
+        elif centroid is not None:
+            nuclei.append(Point((centroid + 0.5) * scale))
         else:
             nuclei.append(None)
         classes.append(name)

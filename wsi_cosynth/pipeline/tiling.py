@@ -37,7 +37,8 @@ def overview_image(plan: SlidePlan) -> np.ndarray:
     draw = ImageDraw.Draw(image)
     s = reader.mpp / mpp  # overview pixels per level-0 pixel
     for x0, y0, x1, y1 in plan.grid.boxes_level0():
-        draw.rectangle([x0 * s, y0 * s, x1 * s - 1, y1 * s - 1], outline=(255, 0, 0))
+        # A tile smaller than an overview pixel still gets a 1-px outline (PIL needs x1 >= x0).
+        draw.rectangle([x0 * s, y0 * s, max(x0 * s, x1 * s - 1), max(y0 * s, y1 * s - 1)], outline=(255, 0, 0))
     return np.asarray(image)
 
 

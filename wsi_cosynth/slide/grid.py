@@ -125,8 +125,9 @@ def tile_grid(
     ny = int(np.floor((h0 - extent) / (step * scale) + 1e-9)) + 1 if h0 >= extent else 0
     row, col = np.meshgrid(np.arange(ny, dtype=np.int64), np.arange(nx, dtype=np.int64), indexing="ij")
     row, col = row.ravel(), col.ravel()
-    x = np.round(col * step * scale).astype(np.int64)
-    y = np.round(row * step * scale).astype(np.int64)
+    # Floor, not round: rounding could push the last tile up to half a pixel past the slide edge.
+    x = np.floor(col * step * scale + 1e-9).astype(np.int64)
+    y = np.floor(row * step * scale + 1e-9).astype(np.int64)
     if tissue_mask is not None:
         if mask_scale is None:
             raise CosynthError("tile_grid: mask_scale (level-0 pixels per mask pixel) is needed with a tissue mask")

@@ -147,10 +147,11 @@ class SlideReader:
         if backend not in BACKENDS:
             raise CosynthError(f"unknown slide backend {backend!r} (valid: {', '.join(BACKENDS)})")
         self.path = require_file(path, "slide")
-        self._source = _open_source(self.path, backend)
+        given_mpp = validate_mpp(slide_mpp, "slide mpp (--slide-mpp)") if slide_mpp is not None else None
+        self._source = _open_source(self.path, backend)  # opened only once the arguments are known good
         self.backend = backend
-        if slide_mpp is not None:
-            self.mpp = validate_mpp(slide_mpp, "slide mpp (--slide-mpp)")
+        if given_mpp is not None:
+            self.mpp = given_mpp
         else:
             found = slide_mpp_from_properties(self._source.properties)
             if found is None:
@@ -206,8 +207,12 @@ class SlideReader:
         pixels = self._source.read_window(level, win.x_level, win.y_level, win.w_level, win.h_level)
         return _resample(pixels, win.box, (w, h))
 
-    def read_thumbnail(self, mpp: float, *, strip_rows: int = 512) -> np.ndarray:
-        """The whole slide at ``mpp``, read in horizontal strips to bound temporary memory.
+    def read_thumbnail(self, mpp: float, *, max_level_pixels: int = 1 << 25) -> np.ndarray:
+        """The whole slide at ``mpp``, read in blocks of at most ``max_level_pixels`` DECODED pixels.
+
+        Blocks are sized in pixels of the level actually decoded, not of the output: a slide with
+        no coarse level (e.g. a single-frame DICOM) is decoded at full resolution, where 512 output
+        rows of a 0.25 um/px slide at 8 um/px would be a 16,384-row strip of many gigabytes.
 
         Returns
         -------
@@ -216,10 +221,14 @@ class SlideReader:
         scale = scale_to_level0(mpp, self.mpp)
         w = max(int(self.dimensions[0] / scale), 1)
         h = max(int(self.dimensions[1] / scale), 1)
+        downsample = self._source.level_downsamples[best_level(self._source.level_downsamples, scale)]
+        side = max(1, int(math.sqrt(max_level_pixels) * downsample / scale))  # output px per block side
         out = np.empty((h, w, 3), dtype=np.uint8)
-        for r0 in range(0, h, strip_rows):
-            rows = min(strip_rows, h - r0)
-            out[r0:r0 + rows] = self.read_region((0.0, r0 * scale), (w, rows), mpp)
+        for r0 in range(0, h, side):
+            rows = min(side, h - r0)
+            for c0 in range(0, w, side):
+                cols = min(side, w - c0)
+                out[r0:r0 + rows, c0:c0 + cols] = self.read_region((c0 * scale, r0 * scale), (cols, rows), mpp)
         return out
 
     def close(self) -> None:
