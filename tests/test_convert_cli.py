@@ -132,6 +132,12 @@ def test_coco_category_without_id(tmp_path, capsys, consep_dir):
     out = tmp_path / "o"
     _expect_error(capsys, ["convert", str(src), "--from", "coco", "--to", "lizard", str(out), "--quiet"],
                   out, "annotations.json", "integer 'id'")
+    data["categories"][0]["id"] = 1
+    counts = data["annotations"][0]["segmentation"]["counts"]
+    data["annotations"][0]["segmentation"]["counts"] = counts[:-1] + "_"  # a run cut inside its bytes
+    (src / "annotations.json").write_text(json.dumps(data))
+    _expect_error(capsys, ["convert", str(src), "--from", "coco", "--to", "lizard", str(out), "--quiet"],
+                  out, "annotations.json", "RLE")
 
 
 def test_too_many_nuclei_for_uint16_are_kept(tmp_path, capsys):

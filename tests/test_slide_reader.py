@@ -165,3 +165,25 @@ def test_thumbnail_of_a_single_level_slide_is_read_in_bounded_blocks(tmp_path):
     assert len(decoded) > 10 and max(decoded) <= 2 * (64 + 16) ** 2  # a block plus its resampling margin
     assert np.abs(blocks.astype(int) - whole.astype(int)).max() <= 1
     assert psnr(whole, block_mean(image[:600, :896], 8)) > 35
+
+
+@pytest.mark.parametrize("keep", [140, 300, 700, 5000, 200_000])
+def test_truncated_dicom_is_a_clear_error(tmp_path, keep):
+    """Cut inside the meta header, the dataset, the frame table and the pixel data."""
+    cut = tmp_path / "cut.dcm"
+    cut.write_bytes(data_path("slides", "small_dicom.dcm").read_bytes()[:keep])
+    with pytest.raises(CosynthError, match=r"cut\.dcm"):
+        with SlideReader(cut, slide_mpp=0.5) as r:
+            r.read_region((0, 0), (3236, 2638), 0.5)  # a file that opens must still fail on its missing pixels
+
+
+def test_dicom_header_cut_at_every_byte_is_a_clear_error(tmp_path):
+    """Every cut inside the headers (e.g. between a long VR's length bytes) is a CosynthError."""
+    from wsi_cosynth.slide.dicom import DicomFrames
+
+    data = data_path("slides", "small_dicom.dcm").read_bytes()
+    cut = tmp_path / "cut.dcm"
+    for keep in range(132, 1600):
+        cut.write_bytes(data[:keep])
+        with pytest.raises(CosynthError, match=r"cut\.dcm"):
+            DicomFrames(cut)

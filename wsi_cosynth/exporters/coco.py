@@ -219,8 +219,11 @@ def _paint(flat: np.ndarray, seg: Any, h: int, w: int, value: int, path: Path, a
         size = seg.get("size")
         if list(size or []) != [h, w]:
             raise CosynthError(f"{path}: annotation {ann_id} RLE size {size} != image [height, width] [{h}, {w}]")
-        counts = seg["counts"]
-        counts = decode_counts_string(counts) if isinstance(counts, (str, bytes)) else [int(c) for c in counts]
+        try:
+            counts = seg["counts"]
+            counts = decode_counts_string(counts) if isinstance(counts, (str, bytes)) else [int(c) for c in counts]
+        except (IndexError, ValueError, TypeError):
+            raise CosynthError(f"{path}: annotation {ann_id} has a malformed (truncated?) RLE 'counts'") from None
         return paint_counts(flat, counts, value) > 0
     if isinstance(seg, list):
         import shapely

@@ -78,7 +78,13 @@ def nuclei_to_instances(nuc: dict, shape: tuple[int, int], path: Path) -> tuple[
             t = rec.get("type")
         except (KeyError, TypeError, ValueError):
             raise CosynthError(f"{path}: nucleus {key} lacks a valid 'contour'") from None
-        if t is None or int(t) < 1:
+        if len(xy) == 0:
+            raise CosynthError(f"{path}: nucleus {key} has an empty 'contour'")
+        try:
+            t = None if t is None else int(t)
+        except (TypeError, ValueError):
+            raise CosynthError(f"{path}: nucleus {key} has type {t!r}, not an integer") from None
+        if t is None or t < 1:
             raise CosynthError(f"{path}: nucleus {key} has type {t!r} (unlabelled); types must be >= 1")
         rr, cc = polygon(xy[:, 1], xy[:, 0], shape=shape)
         ij = np.round(xy).astype(np.int64)

@@ -122,41 +122,48 @@ class DicomFrames:
         if buf[128:132] != b"DICM":
             raise CosynthError(f"{self.path} is not a DICOM Part 10 file (no 'DICM' magic)")
         self._buf = buf
-        parser = _Parser(buf, str(self.path))
-        ds, _ = parser.dataset(132, None)
-        syntax = self._text(ds, (0x0002, 0x0010))
-        if syntax not in _ENCAPSULATED and syntax != _EXPLICIT_LE:
-            raise CosynthError(
-                f"DICOM file {self.path}: transfer syntax {syntax!r} is not supported "
-                f"(supported: explicit VR little endian, JPEG baseline, JPEG 2000)"
-            )
-        self._codec = _ENCAPSULATED.get(syntax, "raw")
-        self.tile_h = self._int(ds, (0x0028, 0x0010))
-        self.tile_w = self._int(ds, (0x0028, 0x0011))
-        total_w = self._int(ds, (0x0048, 0x0006), self.tile_w)
-        total_h = self._int(ds, (0x0048, 0x0007), self.tile_h)
-        self.n_frames = self._int(ds, (0x0028, 0x0008), 1)
-        self.samples = self._int(ds, (0x0028, 0x0002), 3)
-        self.tiles_across = -(-total_w // self.tile_w)
-        if _PIXEL_DATA not in ds:
-            raise CosynthError(f"DICOM file {self.path} has no pixel data")
-        pixel = ds[_PIXEL_DATA]
-        if self._codec == "raw":
-            _, off, length = pixel
-            frame_bytes = self.tile_w * self.tile_h * self.samples
-            if length < frame_bytes * self.n_frames:
-                raise CosynthError(f"DICOM file {self.path}: pixel data shorter than {self.n_frames} frames")
-            self._frames = [(off + k * frame_bytes, frame_bytes) for k in range(self.n_frames)]
-        else:
-            self._frames = pixel
-        if len(self._frames) < self.n_frames:
-            raise CosynthError(f"DICOM file {self.path}: {len(self._frames)} frames stored, {self.n_frames} declared")
-        self.level_dimensions = [(int(total_w), int(total_h))]
-        self.level_downsamples = [1.0]
-        self.properties = {"openslide.vendor": "dicom", "dicom.fallback-reader": "wsi_cosynth"}
-        spacing = self._pixel_spacing_mm(ds)
-        if spacing is not None:
-            self.properties["openslide.mpp-x"] = str(spacing * 1000.0)
+        # Whatever a damaged header does to the parser (short reads, non-numeric values) is
+        # reported as a corrupt file naming the path, never as a traceback.
+        try:
+            parser = _Parser(buf, str(self.path))
+            ds, _ = parser.dataset(132, None)
+            syntax = self._text(ds, (0x0002, 0x0010))
+            if syntax not in _ENCAPSULATED and syntax != _EXPLICIT_LE:
+                raise CosynthError(
+                    f"DICOM file {self.path}: transfer syntax {syntax!r} is not supported "
+                    f"(supported: explicit VR little endian, JPEG baseline, JPEG 2000)"
+                )
+            self._codec = _ENCAPSULATED.get(syntax, "raw")
+            self.tile_h = self._int(ds, (0x0028, 0x0010))
+            self.tile_w = self._int(ds, (0x0028, 0x0011))
+            total_w = self._int(ds, (0x0048, 0x0006), self.tile_w)
+            total_h = self._int(ds, (0x0048, 0x0007), self.tile_h)
+            self.n_frames = self._int(ds, (0x0028, 0x0008), 1)
+            self.samples = self._int(ds, (0x0028, 0x0002), 3)
+            if min(self.tile_w, self.tile_h, total_w, total_h, self.n_frames, self.samples) <= 0:
+                raise CosynthError(f"DICOM file {self.path}: non-positive image size, frame count or samples per pixel")
+            self.tiles_across = -(-total_w // self.tile_w)
+            if _PIXEL_DATA not in ds:
+                raise CosynthError(f"DICOM file {self.path} has no pixel data")
+            pixel = ds[_PIXEL_DATA]
+            if self._codec == "raw":
+                _, off, length = pixel
+                frame_bytes = self.tile_w * self.tile_h * self.samples
+                if length < frame_bytes * self.n_frames:
+                    raise CosynthError(f"DICOM file {self.path}: pixel data shorter than {self.n_frames} frames")
+                self._frames = [(off + k * frame_bytes, frame_bytes) for k in range(self.n_frames)]
+            else:
+                self._frames = pixel
+            if len(self._frames) < self.n_frames:
+                raise CosynthError(f"DICOM file {self.path}: {len(self._frames)} frames stored, {self.n_frames} declared")
+            self.level_dimensions = [(int(total_w), int(total_h))]
+            self.level_downsamples = [1.0]
+            self.properties = {"openslide.vendor": "dicom", "dicom.fallback-reader": "wsi_cosynth"}
+            spacing = self._pixel_spacing_mm(ds)
+            if spacing is not None:
+                self.properties["openslide.mpp-x"] = str(spacing * 1000.0)
+        except (struct.error, ValueError, IndexError, ZeroDivisionError, UnicodeDecodeError) as exc:
+            raise CosynthError(f"DICOM file {self.path} is corrupt or truncated ({type(exc).__name__}: {exc})") from None
         self._cache: OrderedDict[int, np.ndarray] = OrderedDict()
         self._cache_frames = cache_frames
 
