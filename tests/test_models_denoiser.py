@@ -44,6 +44,17 @@ def test_presets_validate_and_unknown_keys_fail(tmp_path):
         load_config("no-such-preset")
 
 
+@pytest.mark.parametrize("model, needle", [
+    ({"channels": 36, "channel_mults": [2, 4], "groups": 8}, "width 36.*groups"),  # the stem's width
+    ({"channels": 32, "channel_mults": [1, 3], "num_heads": 5, "groups": 8}, "num_heads"),
+])
+def test_widths_that_would_break_the_network_are_config_errors(model, needle):
+    data = load_config("tiny").to_dict()
+    data["model"].update(model)
+    with pytest.raises(CosynthError, match=needle):
+        CosynthConfig.from_dict(data)
+
+
 def test_gradients_reach_every_parameter():
     m = _model(unshuffle=2)  # exercise the pixel-unshuffle stem too
     gen = torch.Generator().manual_seed(0)

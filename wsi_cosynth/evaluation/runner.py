@@ -350,12 +350,14 @@ def evaluate_sets(
     """
     if extractor is None and not (isinstance(real_tiles, SetSummary) and isinstance(synthetic_tiles, SetSummary)):
         extractor = InceptionFeatureExtractor(weights, device=device)
-    common = dict(batch_size=batch_size, max_images=max_images, class_map=class_map, progress=progress)
+    common = dict(batch_size=batch_size, max_images=max_images, progress=progress)
+    # ``class_map`` maps the SYNTHETIC classes into the real set's, as `wsi-cosynth evaluate` does.
     real = real_tiles if isinstance(real_tiles, SetSummary) else summarize_set(real_tiles, extractor, name="real", **common)
     synthetic = (
         synthetic_tiles
         if isinstance(synthetic_tiles, SetSummary)
-        else summarize_set(synthetic_tiles, extractor, name="synthetic", taxonomy=real.taxonomy, **common)
+        else summarize_set(synthetic_tiles, extractor, name="synthetic", taxonomy=real.taxonomy, class_map=class_map,
+                           **common)
     )
     return compare_sets(
         real, synthetic, kid_subset_size=kid_subset_size, kid_subsets=kid_subsets, is_splits=is_splits, seed=seed

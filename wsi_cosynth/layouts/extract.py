@@ -124,6 +124,8 @@ def layouts_from_slide_points(
         raise CosynthError(f"xy_slide has {len(xy)} points but class_ids has {len(cls)}")
     if tile_size <= 0:
         raise CosynthError(f"tile_size must be positive, got {tile_size}")
+    if stride is not None and stride <= 0:
+        raise CosynthError(f"stride must be a positive number of pixels, got {stride}")
     step = int(stride or tile_size)
     if len(xy) == 0:
         return

@@ -191,10 +191,11 @@ def compartment_mosaic(offsets: np.ndarray, shape: tuple[int, int], cell_px: flo
     return z.argmax(axis=0)
 
 
-def _cell_size(size: tuple[int, int], model: LayoutModel) -> float:
+def _cell_size(size: tuple[int, int]) -> float:
     h, w = size
-    g = max(4.0, float(np.ceil(np.sqrt(h * w / _MAX_CELLS))))
-    return min(g, max(model.mark_radius_px, 8.0) / 2)  # resolve at least half a nucleus spacing
+    # 4 px cells resolve well under a nucleus spacing; larger regions get coarser cells so the
+    # grid never exceeds _MAX_CELLS (the memory bound wins for whole-slide regions).
+    return max(4.0, float(np.ceil(np.sqrt(h * w / _MAX_CELLS))))
 
 
 @dataclass
@@ -207,7 +208,7 @@ class _Fields:
 
 def _fields(model: LayoutModel, size: tuple[int, int], rng: np.random.Generator) -> _Fields:
     h, w = size
-    g = _cell_size(size, model)
+    g = _cell_size(size)
     shape = (int(np.ceil(h / g)), int(np.ceil(w / g)))
     comps = model.compartments
     label = compartment_mosaic(np.array([c.offset for c in comps]), shape, g, model.length_compartment_px, rng)

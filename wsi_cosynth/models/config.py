@@ -62,9 +62,13 @@ class ModelConfig(_Frozen):
 
     @model_validator(mode="after")
     def _check_groups(self) -> "ModelConfig":
-        for m in self.channel_mults:
-            if (self.channels * m) % self.groups:
-                raise ValueError(f"channels*mult = {self.channels * m} not divisible by groups = {self.groups}")
+        # Every width the U-Net uses (the stem's and each level's) meets a GroupNorm, and an
+        # attention block at any level (the middle block always has one) splits it into heads.
+        for width in (self.channels, *(self.channels * m for m in self.channel_mults)):
+            if width % self.groups:
+                raise ValueError(f"channel width {width} (channels x mult) is not divisible by groups = {self.groups}")
+            if width % self.num_heads:
+                raise ValueError(f"channel width {width} (channels x mult) is not divisible by num_heads = {self.num_heads}")
         return self
 
 
