@@ -30,9 +30,8 @@ def main() -> None:
     import torch
 
     from wsi_cosynth.training.checkpoint import load_model, read_metadata
-    from wsi_cosynth.training.dataset import TileDataset
     from wsi_cosynth.training.sources import tiles_from_dataset
-    from wsi_cosynth.training.validation import validation_losses
+    from wsi_cosynth.training.validation import validation_losses, validation_set
 
     torch.set_num_threads(args.threads)
     metas = [read_metadata(c) for c in args.checkpoints]
@@ -43,8 +42,7 @@ def main() -> None:
     source = tiles_from_dataset(args.data, args.format, taxonomy=model.taxonomy, holdout=held,
                                 mpp=metas[0].get("mpp"))
     tissue = metas[0]["data"].get("tissue")
-    validation = TileDataset(source.validation, taxonomy=model.taxonomy, tile_size=model.tile_size, tissue=tissue,
-                             text_drop_prob=0.0)
+    validation = validation_set(source.validation, taxonomy=model.taxonomy, tile_size=model.tile_size, tissue=tissue)
     rows = []
     print(f"{'steps':>7s} {'image':>8s} {'distance':>9s} {'label':>8s} {'total':>8s}   ({len(source.validation)} "
           f"held-out tiles of {', '.join(held)}, {args.examples} examples)")

@@ -89,14 +89,14 @@ def read_hovernet_wsi(
                 raise CosynthError(f"annotations {p}: nucleus {key} has type {t!r}, not an integer") from None
         if t is None:
             name = "nucleus"
-        elif int(t) == 0:
+        elif t == 0:
             name = NO_LABEL
         elif lookup is None:
-            name = f"type_{int(t)}"
+            name = f"type_{t}"
         else:
-            if int(t) not in lookup:
+            if t not in lookup:
                 raise CosynthError(f"annotations {p}: nucleus {key} has type {t}, not in the type table {lookup}")
-            name = lookup[int(t)]
+            name = lookup[t]
         try:
             contour = np.asarray(nuc["contour"], dtype=np.float64).reshape(-1, 2) if nuc.get("contour") else None
             centroid = np.asarray(nuc["centroid"], dtype=np.float64).reshape(2) if nuc.get("centroid") is not None else None

@@ -51,6 +51,7 @@ def run(args: argparse.Namespace) -> int:
     from ..training.dataset import TileDataset
     from ..training.loop import train
     from ..training.sources import tiles_from_dataset, tiles_from_slides
+    from ..training.validation import validation_set
 
     config = load_config(args.config).with_overrides(steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                                                      num_threads=args.threads)
@@ -70,8 +71,8 @@ def run(args: argparse.Namespace) -> int:
     dataset = TileDataset(source.tiles, taxonomy=taxonomy, tile_size=config.train.tile_size, tissue=args.tissue,
                           text_drop_prob=config.train.text_drop_prob)
     # Held-out tiles score the EMA model at every checkpoint (validation.jsonl), on seeded crops and flips.
-    validation = TileDataset(source.validation, taxonomy=taxonomy, tile_size=config.train.tile_size,
-                             tissue=args.tissue, text_drop_prob=0.0) if source.validation else None
+    validation = validation_set(source.validation, taxonomy=taxonomy, tile_size=config.train.tile_size,
+                                tissue=args.tissue) if source.validation else None
     print(f"training {config.name} on {len(dataset)} tiles from {where} ({taxonomy.key}: {', '.join(taxonomy.names)}), "
           f"{len(source.held_out)} source images ({len(source.validation)} tiles) held out for validation; "
           f"output {args.out}", flush=True)

@@ -69,14 +69,12 @@ def _layouts_digest(layouts: list[Layout]) -> str:
 
 
 def _device_kind(device: str, scheduler: str | None) -> str:
-    """"cpu" or "cuda": where sampling will run (on an external cluster, as the caller asked)."""
-    if device != "auto":
-        return "cuda" if device.startswith("cuda") else "cpu"
+    """Where sampling will run: "cpu" or "cuda" (resolved here, so a GPU asked for where there is
+    none fails before any work), or the request itself on an external cluster, whose workers
+    resolve it."""
     if scheduler is not None:
-        return "auto"
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
+        return device if device == "auto" else ("cuda" if device.startswith("cuda") else "cpu")
+    return "cuda" if resolve_device(device).startswith("cuda") else "cpu"
 
 
 def synthesize_to_dataset(
@@ -117,15 +115,14 @@ def synthesize_to_dataset(
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())) and not (writer_options or {}).get("overwrite"):
         # Checked before synthesis, not only by the writer at the end, so no work is wasted.
         raise CosynthError(f"output {out_dir} exists and is not empty (choose a new path or --overwrite)")
-    if scheduler is None:
-        resolve_device(device)  # a GPU asked for where there is none fails here, before any work
+    device_kind = _device_kind(device, scheduler)
     jobs = plan_jobs(layouts, per_layout)
     batches = make_batches(jobs, batch_size, seed)
     # The device kind too: GPU sampling (bf16) gives other numbers than CPU, so a run is not
     # finished on a different kind of device than it started on.
     params = {"model": model.digest, "layouts": _layouts_digest(layouts), "per_layout": per_layout, "steps": steps,
               "guidance": guidance, "sampler": sampler, "eta": eta, "seed": seed, "batch_size": batch_size,
-              "device": _device_kind(device, scheduler)}
+              "device": device_kind}
     work = WorkDir(out, params, restart=restart)
     todo = [b for b in batches if not work.is_done(b)]
     spec = SamplingSpec(model_path=str(model.path), steps=steps, guidance=guidance, sampler=sampler, eta=eta,

@@ -15,6 +15,11 @@ from ..models.cosynth import CosynthModel
 from .dataset import TileDataset
 
 
+def validation_set(tiles, *, taxonomy, tile_size: int, tissue: str | None) -> TileDataset:
+    """The held-out tiles as a dataset for :func:`validation_losses` (prompts never dropped)."""
+    return TileDataset(tiles, taxonomy=taxonomy, tile_size=tile_size, tissue=tissue, text_drop_prob=0.0)
+
+
 @torch.no_grad()
 def validation_losses(
     model: CosynthModel, dataset: TileDataset, *, n_examples: int = 64, batch_size: int = 8, seed: int = 0
