@@ -103,5 +103,5 @@ def require_outlines(table: AnnotationTable) -> None:
         raise CosynthError(
             f"annotations {table.source} hold only points ({len(table)} nucleus centroids, no outlines): "
             f"instance maps cannot be made from them, so a real-tile export is impossible; point layouts "
-            f"are still available (wsi_cosynth.pipeline.real.iter_slide_tiles / tile_layout)"
+            f"are still available (wsi_cosynth.pipeline.planning.iter_slide_tiles / tile_layout)"
         )

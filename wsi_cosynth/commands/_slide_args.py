@@ -23,6 +23,6 @@ def add_slide_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def plan_kwargs(args: argparse.Namespace) -> dict:
-    """Keyword arguments of :func:`wsi_cosynth.pipeline.real.plan_slide` from parsed arguments."""
+    """Keyword arguments of :func:`wsi_cosynth.pipeline.planning.plan_slide` from parsed arguments."""
     return dict(mpp=args.mpp, tile_size=args.tile_size, stride=args.stride, min_tissue=args.min_tissue,
                 slide_mpp=args.slide_mpp, tissue=args.tissue, tissue_regions=args.tissue_regions)

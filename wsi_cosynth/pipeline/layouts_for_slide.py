@@ -18,7 +18,7 @@ import numpy as np
 from ..errors import CosynthError
 from ..records import Layout
 from ..taxonomy import Taxonomy, class_mapping
-from .real import SlidePlan, class_lookup, tile_layout
+from .planning import SlidePlan, class_lookup, tile_layout
 
 LayoutSource = Literal["auto", "annotations", "resample"]
 LAYOUT_SOURCES = ("auto", "annotations", "resample")
@@ -56,7 +56,7 @@ def annotated_layouts(plan: SlidePlan, taxonomy: Taxonomy, class_map: dict[str, 
 
 
 def _layout_at(plan: SlidePlan, pos, taxonomy: Taxonomy, lookup: dict[str, int]) -> Layout:
-    from .real import SlideTile
+    from .planning import SlideTile
 
     tile = SlideTile(position=pos, image=np.zeros((0, 0, 3), np.uint8), nuclei=plan.nuclei_of(pos))
     return tile_layout(plan, tile, taxonomy, lookup)

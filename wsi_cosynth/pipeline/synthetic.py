@@ -22,7 +22,8 @@ from ..taxonomy import Taxonomy
 from .execution import run_batches
 from .jobs import Batch, make_batches, plan_jobs
 from .layouts_for_slide import annotated_layouts, resampled_layouts, resolve_layout_source, with_tissue
-from .real import ExportSummary, plan_slide
+from .planning import plan_slide
+from .real import ExportSummary
 from .workdir import WorkDir
 from .worker import SamplingSpec, resolve_device
 

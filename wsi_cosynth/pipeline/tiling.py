@@ -15,7 +15,7 @@ import numpy as np
 
 from ..atomic import atomic_path
 from ..errors import CosynthError
-from .real import SlidePlan, iter_slide_tiles, plan_slide
+from .planning import SlidePlan, iter_slide_tiles, plan_slide
 
 INDEX_COLUMNS = ("name", "x_level0", "y_level0", "col", "row", "extent_level0", "tissue_fraction", "tissue", "n_nuclei")
 OVERVIEW_MAX_SIDE = 1024

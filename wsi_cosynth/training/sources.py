@@ -101,9 +101,9 @@ def tiles_from_slides(
     training on it would teach the model to draw nuclei the label does not show. The taxonomy is
     ``taxonomy`` or the smallest built-in set holding the first slide's class names; every slide's
     names are mapped into it (unknown names are an error). ``plan_options`` go to
-    :func:`~wsi_cosynth.pipeline.real.plan_slide` (stride, min_tissue, slide_mpp, ...).
+    :func:`~wsi_cosynth.pipeline.planning.plan_slide` (stride, min_tissue, slide_mpp, ...).
     """
-    from ..pipeline.real import class_lookup, infer_taxonomy, iter_slide_tiles, labelled_tile, plan_slide, safe_stem
+    from ..pipeline.planning import class_lookup, infer_taxonomy, iter_slide_tiles, labelled_tile, plan_slide, safe_stem
 
     if annotations and len(annotations) != len(slides):
         raise CosynthError(f"{len(slides)} slide(s) but {len(annotations)} annotation file(s): give one per slide, in order")

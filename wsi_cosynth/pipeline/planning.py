@@ -1,0 +1,296 @@
+"""Slide planning shared by real export, synthetic export, tiling and training.
+
+:func:`plan_slide` opens a slide, loads its annotations, detects tissue and lays the tile grid;
+:func:`iter_slide_tiles` then reads the plan's tiles one at a time (position, image, nuclei).
+:func:`class_lookup` / :func:`infer_taxonomy` decide the class ids of the annotations' names.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..annotations import AnnotationTable, find_sidecar, load_annotations
+from ..annotations.labels import tile_instances, tile_points
+from ..errors import CosynthError
+from ..records import LabelledTile, Layout, Provenance, SlidePlacement
+from ..slide import SlideReader, TileGrid, TissueMask, TissueParams, detect_tissue, tile_grid
+from ..slide.tissue import default_mask_mpp
+from ..taxonomy import BUILTIN, Taxonomy, get_taxonomy, normalise_name
+
+DEFAULT_TAXONOMY = "lizard"
+
+
+@dataclass(frozen=True)
+class TilePosition:
+    """Where one tile lies: level-0 top-left (x, y), grid indices, tissue fraction and type."""
+
+    index: int
+    name: str
+    x_level0: int
+    y_level0: int
+    col: int
+    row: int
+    tissue_fraction: float
+    tissue: str | None
+    scale: float
+    tile_size: int
+
+    @property
+    def box_level0(self) -> tuple[float, float, float, float]:
+        """(x0, y0, x1, y1) in level-0 pixels."""
+        e = self.tile_size * self.scale
+        return (float(self.x_level0), float(self.y_level0), self.x_level0 + e, self.y_level0 + e)
+
+    @property
+    def placement(self) -> SlidePlacement:
+        return SlidePlacement(x0=float(self.x_level0), y0=float(self.y_level0), scale=self.scale)
+
+
+@dataclass(frozen=True)
+class TileNuclei:
+    """The annotated nuclei touching one tile.
+
+    ``indices``: (K,) table indices of nuclei intersecting the tile; ``xy_tile``/``classes``:
+    centroids (tile pixels) and class names of those whose centroid lies inside the tile.
+    """
+
+    indices: np.ndarray
+    xy_tile: np.ndarray
+    point_indices: np.ndarray
+    classes: np.ndarray
+
+
+@dataclass(frozen=True)
+class SlideTile:
+    """One tile as read: position, (H, W, 3) uint8 RGB image at the target mpp, nuclei."""
+
+    position: TilePosition
+    image: np.ndarray
+    nuclei: TileNuclei
+
+
+@dataclass
+class SlidePlan:
+    """Everything decided before any tile is read."""
+
+    reader: SlideReader
+    grid: TileGrid
+    tissue_mask: TissueMask
+    annotations: AnnotationTable | None
+    target_mpp: float
+    default_tissue: str | None
+    stem: str
+    warnings: list[str] = field(default_factory=list)
+
+    def positions(self) -> Iterator[TilePosition]:
+        g = self.grid
+        for i in range(len(g)):
+            x, y = int(g.x_level0[i]), int(g.y_level0[i])
+            pos = TilePosition(
+                index=i, name=f"{self.stem}_x{x}_y{y}", x_level0=x, y_level0=y, col=int(g.col[i]), row=int(g.row[i]),
+                tissue_fraction=float(g.tissue_fraction[i]), tissue=None, scale=g.scale, tile_size=g.tile_size,
+            )
+            yield replace(pos, tissue=self._tissue_of(pos))
+
+    def _tissue_of(self, pos: TilePosition) -> str | None:
+        if self.annotations is not None and len(self.annotations.regions):
+            found = self.annotations.tissue_at(pos.box_level0)
+            if found is not None:
+                return found
+        return self.default_tissue
+
+    def nuclei_of(self, pos: TilePosition) -> TileNuclei:
+        size = (pos.tile_size, pos.tile_size)
+        if self.annotations is None or not len(self.annotations):
+            empty = np.zeros(0, dtype=np.int64)
+            return TileNuclei(empty, np.zeros((0, 2)), empty, np.zeros(0, dtype=object))
+        idx = self.annotations.query_nuclei(pos.box_level0)
+        xy, kept = tile_points(self.annotations, idx, (pos.x_level0, pos.y_level0), pos.scale, size)
+        return TileNuclei(idx, xy, kept, self.annotations.classes[kept])
+
+    def provenance(self, pos: TilePosition) -> Provenance:
+        return Provenance(name=pos.name, source=str(self.reader.path), x_slide=float(pos.x_level0),
+                          y_slide=float(pos.y_level0), mpp=self.target_mpp, tissue=pos.tissue)
+
+    def close(self) -> None:
+        self.reader.close()
+
+    def __enter__(self) -> "SlidePlan":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def safe_stem(path: str | Path) -> str:
+    """A file-name stem with only [A-Za-z0-9_] (no '-': CoNIC-style names split on it)."""
+    stem = re.sub(r"[^A-Za-z0-9_]+", "_", Path(path).name.split(".")[0]).strip("_")
+    return stem or "slide"
+
+
+def _objective_power(reader: SlideReader) -> float | None:
+    for key in ("openslide.objective-power", "aperio.AppMag"):
+        try:
+            return float(reader.properties[key])
+        except (KeyError, ValueError):
+            continue
+    return None
+
+
+def plan_slide(
+    slide: str | Path,
+    annotations: str | Path | AnnotationTable | None = None,
+    *,
+    mpp: float = 0.5,
+    tile_size: int = 256,
+    stride: int | None = None,
+    min_tissue: float = 0.5,
+    slide_mpp: float | None = None,
+    tissue: str | None = None,
+    tissue_regions: str | Path | None = None,
+    tissue_params: TissueParams = TissueParams(),
+    sidecar: bool = True,
+    backend: str = "openslide",
+    type_names: Any = None,
+) -> SlidePlan:
+    """Open a slide, load its annotations, detect tissue and lay the tile grid.
+
+    Parameters
+    ----------
+    slide : the slide file.
+    annotations : an annotation file or table; None looks for a sidecar (``x.geojson`` next to
+        ``x.svs``) when ``sidecar`` is True.
+    mpp, tile_size, stride, min_tissue : the grid (see :func:`~wsi_cosynth.slide.tile_grid`).
+    slide_mpp : the slide's resolution when the file does not record it.
+    tissue : tissue type of tiles not covered by a classified tissue region.
+    tissue_regions : an extra file of tissue-region polygons (e.g. a GeoParquet tissue table).
+
+    Raises
+    ------
+    CosynthError
+        Unreadable slide or annotations, no mpp, annotations outside the slide, no tissue.
+    """
+    reader = SlideReader(slide, slide_mpp=slide_mpp, backend=backend)  # type: ignore[arg-type]
+    try:
+        notes: list[str] = []
+        table = _load_table(reader, annotations, sidecar, type_names, notes)
+        if tissue_regions is not None:
+            regions = load_annotations(tissue_regions, role="regions")
+            table = regions if table is None else table.merged(regions)
+        if table is not None:
+            _check_inside(reader, table, notes)
+        scale_um = tile_size * float(mpp)
+        mask_mpp = default_mask_mpp(reader.mpp, reader.dimensions, scale_um)
+        tmask = detect_tissue(reader, mpp=mask_mpp, params=tissue_params)
+        if min_tissue > 0 and not tmask.mask.any():
+            raise CosynthError(
+                f"no tissue found in slide {reader.path} (tissue threshold {tmask.threshold:.3f} on "
+                f"{tissue_params.channel}); lower --min-tissue to 0 to tile it anyway"
+            )
+        grid = tile_grid(reader.dimensions, reader.mpp, target_mpp=mpp, tile_size=tile_size, stride=stride,
+                         min_tissue=min_tissue, tissue_mask=tmask.mask, mask_scale=tmask.scale_to_level0)
+        if len(grid) == 0:
+            w, h = reader.dimensions
+            raise CosynthError(
+                f"no tile of slide {reader.path} ({w}x{h} px at {reader.mpp:g} um/px) has tissue fraction "
+                f">= {min_tissue} at {tile_size} px x {mpp:g} um/px (tissue covers {100 * tmask.fraction:.1f}% of "
+                f"the slide); use smaller tiles, a finer --mpp or a lower --min-tissue"
+            )
+        return SlidePlan(reader=reader, grid=grid, tissue_mask=tmask, annotations=table, target_mpp=float(mpp),
+                         default_tissue=tissue, stem=safe_stem(reader.path), warnings=notes)
+    except BaseException:
+        reader.close()
+        raise
+
+
+def _load_table(reader: SlideReader, annotations, sidecar: bool, type_names, notes: list[str]) -> AnnotationTable | None:
+    if isinstance(annotations, AnnotationTable):
+        return annotations
+    path = Path(annotations) if annotations is not None else (find_sidecar(reader.path) if sidecar else None)
+    if path is None:
+        return None
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        table = load_annotations(path, base_mag=_objective_power(reader), type_names=type_names)
+    notes.extend(str(w.message) for w in caught)
+    return table
+
+
+def _check_inside(reader: SlideReader, table: AnnotationTable, notes: list[str]) -> None:
+    if not len(table):
+        return
+    w, h = reader.dimensions
+    c = table.centroids()
+    outside = (c[:, 0] < 0) | (c[:, 0] >= w) | (c[:, 1] < 0) | (c[:, 1] >= h)
+    if outside.all():
+        b = table.bounds()
+        raise CosynthError(
+            f"annotations {table.source} lie outside slide {reader.path}: nuclei span x {b[0]:.0f}..{b[2]:.0f}, "
+            f"y {b[1]:.0f}..{b[3]:.0f} but the slide is {w}x{h} level-0 pixels (wrong slide, or coordinates "
+            f"not at level 0?)"
+        )
+    if outside.any():
+        notes.append(f"annotations {table.source}: {int(outside.sum())} of {len(c)} nuclei lie outside the slide and are ignored")
+
+
+def iter_slide_tiles(plan: SlidePlan) -> Iterator[SlideTile]:
+    """Read the plan's tiles one at a time (row-major), each with its nuclei."""
+    size = (plan.grid.tile_size, plan.grid.tile_size)
+    for pos in plan.positions():
+        image = plan.reader.read_region((pos.x_level0, pos.y_level0), size, plan.target_mpp)
+        yield SlideTile(position=pos, image=image, nuclei=plan.nuclei_of(pos))
+
+
+def class_lookup(table: AnnotationTable | None, taxonomy: Taxonomy, class_map: dict[str, str] | None) -> dict[str, int]:
+    """Class NAME -> id in ``taxonomy`` for every class in the table (unknown class: CosynthError)."""
+    from ..taxonomy import map_name
+
+    if table is None:
+        return {}
+    return {n: map_name(n, taxonomy, class_map, where=f"annotations {table.source}") for n in table.class_names()}
+
+
+def infer_taxonomy(table: AnnotationTable | None, fmt: str | None = None) -> Taxonomy:
+    """The smallest built-in class set holding every annotation class name.
+
+    Without annotations: the format's own set (pannuke for PanNuke files), else lizard.
+    """
+    if table is None or not len(table):
+        return get_taxonomy("pannuke" if str(fmt).lower() == "pannuke" else DEFAULT_TAXONOMY)
+    names = {normalise_name(n) for n in table.class_names()}
+    fits = [t for t in BUILTIN.values() if names <= {normalise_name(n) for n in t.names}]
+    if fits:
+        return min(fits, key=lambda t: t.n_classes)
+    raise CosynthError(
+        f"annotations {table.source} have classes {sorted(table.class_names())}, which no built-in taxonomy "
+        f"holds exactly; choose one with --taxonomy ({', '.join(BUILTIN)}) and map names with --class-map"
+    )
+
+
+def labelled_tile(plan: SlidePlan, tile: SlideTile, taxonomy: Taxonomy, lookup: dict[str, int]) -> LabelledTile:
+    """The :class:`LabelledTile` of a read tile: instance map from the polygons, classes by name."""
+    pos = tile.position
+    size = (pos.tile_size, pos.tile_size)
+    if plan.annotations is not None and len(tile.nuclei.indices):
+        inst, kept = tile_instances(plan.annotations, tile.nuclei.indices, (pos.x_level0, pos.y_level0), pos.scale, size)
+        classes = np.array([lookup[str(c)] for c in plan.annotations.classes[kept]], dtype=np.int64)
+    else:
+        inst, classes = np.zeros(size, dtype=np.int32), np.zeros(0, dtype=np.int64)
+    return LabelledTile(image=tile.image, instances=inst, classes=classes, taxonomy=taxonomy,
+                        provenance=plan.provenance(pos), placement=pos.placement)
+
+
+def tile_layout(plan: SlidePlan, tile: SlideTile, taxonomy: Taxonomy, lookup: dict[str, int]) -> Layout:
+    """The nuclei of a tile as points (works for point-only annotations too)."""
+    n = tile.nuclei
+    classes = np.array([lookup[str(c)] for c in n.classes], dtype=np.int64)
+    pos = tile.position
+    return Layout(xy_tile=n.xy_tile, classes=classes, size=(pos.tile_size, pos.tile_size), taxonomy=taxonomy,
+                  provenance=plan.provenance(pos), placement=pos.placement)
