@@ -8,8 +8,8 @@ shrinking (anti-aliased, like TIAToolbox's ``read_rect(..., units="mpp")`` with 
 bicubic when enlarging. Outside the slide is white.
 
 Backends: OpenSlide (every OpenSlide 4 format, DICOM included), a built-in reader for
-single-file DICOM that OpenSlide rejects (``dicom.py``), and TIAToolbox when installed and
-asked for (``backend="tiatoolbox"``).
+single-file DICOM that OpenSlide rejects (``dicom.py``), plain images OpenSlide rejects
+(strip TIFF, PNG, JPEG; ``plain.py``, read by region) and TIAToolbox when installed and asked for (``backend="tiatoolbox"``).
 """
 
 from __future__ import annotations
@@ -89,6 +89,11 @@ def slide_mpp_from_properties(properties: dict[str, str]) -> float | None:
         value = _float(properties.get(key))
         if value is not None and _MPP_RANGE[0] <= value <= _MPP_RANGE[1]:
             return value
+    from .plain import ome_mpp
+
+    ome = ome_mpp(properties.get("tiff.ImageDescription"))
+    if ome is not None:
+        return ome
     res = _float(properties.get("tiff.XResolution"))
     unit = str(properties.get("tiff.ResolutionUnit", "")).lower()
     per_unit_um = {"centimeter": 1e4, "inch": 25400.0}.get(unit)
@@ -115,6 +120,7 @@ def _open_source(path: Path, backend: str) -> LevelSource:
     import openslide
 
     from .dicom import DicomFrames, is_dicom
+    from .plain import open_plain, plain_kind
 
     try:
         return _OpenSlideSource(path)
@@ -122,9 +128,13 @@ def _open_source(path: Path, backend: str) -> LevelSource:
         if is_dicom(path):
             # OpenSlide needs ImageType to classify DICOM instances; read such files directly.
             return DicomFrames(path)
+        kind = plain_kind(path)
+        if kind is not None:
+            # Strip TIFF, PNG, JPEG: a single-level (or OME pyramid) slide read by region.
+            return open_plain(path, kind)
         raise CosynthError(
-            f"slide {path} cannot be opened: not a whole-slide image OpenSlide can read, or a "
-            f"damaged one ({exc})"
+            f"slide {path} cannot be opened: not a whole-slide image OpenSlide can read, nor a TIFF, "
+            f"PNG or JPEG image, or a damaged one ({exc})"
         ) from None
 
 
@@ -155,10 +165,14 @@ class SlideReader:
         else:
             found = slide_mpp_from_properties(self._source.properties)
             if found is None:
+                from .plain import resolution_note
+
+                note = resolution_note(self._source.properties)
                 self._source.close()
                 raise CosynthError(
-                    f"slide {self.path} records no resolution (no openslide.mpp-x, aperio.MPP or TIFF "
-                    f"resolution): give its microns per pixel with --slide-mpp (slide_mpp=...)"
+                    f"slide {self.path} records no resolution ("
+                    + (note if note else "no openslide.mpp-x, aperio.MPP, OME or TIFF resolution")
+                    + "): give its microns per pixel with --slide-mpp (slide_mpp=...)"
                 )
             self.mpp = found
 
