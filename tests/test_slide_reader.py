@@ -150,16 +150,16 @@ def test_thumbnail_of_a_single_level_slide_is_read_in_bounded_blocks(tmp_path):
     """Without a coarse level the thumbnail decodes level 0; blocks keep each decode small."""
     image = synthetic_he(600, 900, seed=4, tissue_fraction=0.8)
     path = write_svs(tmp_path / "flat.svs", image, mpp=0.25, downsamples=(1,))
-    with SlideReader(path) as reader:
+    with SlideReader(path, direct_jpeg=False) as reader:  # the backend's decode of level 0
         whole = reader.read_thumbnail(2.0)
         decoded = []
-        read_window = reader._source.read_window
+        read_window = reader._source.read_window_image
 
         def recording(level, x, y, w, h):  # a spy: the real reader still decodes
             decoded.append(w * h)
             return read_window(level, x, y, w, h)
 
-        reader._source.read_window = recording
+        reader._source.read_window_image = recording
         blocks = reader.read_thumbnail(2.0, max_level_pixels=64 * 64)
     assert whole.shape == (75, 112, 3)
     assert len(decoded) > 10 and max(decoded) <= 2 * (64 + 16) ** 2  # a block plus its resampling margin

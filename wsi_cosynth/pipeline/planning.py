@@ -7,9 +7,12 @@
 
 from __future__ import annotations
 
+import os
 import re
 import warnings
+from collections import deque
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -240,12 +243,48 @@ def _check_inside(reader: SlideReader, table: AnnotationTable, notes: list[str])
         notes.append(f"annotations {table.source}: {int(outside.sum())} of {len(c)} nuclei lie outside the slide and are ignored")
 
 
-def iter_slide_tiles(plan: SlidePlan) -> Iterator[SlideTile]:
-    """Read the plan's tiles one at a time (row-major), each with its nuclei."""
+def read_workers() -> int:
+    """Threads for tile reads: the CPU cores this process may use, at most 8."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(cores, 8))
+
+
+def iter_slide_tiles(plan: SlidePlan, *, workers: int | None = None) -> Iterator[SlideTile]:
+    """Read the plan's tiles in row-major order, each with its nuclei.
+
+    Pixels are read by a bounded pool of ``workers`` threads (default :func:`read_workers`;
+    1 reads in the calling thread), at most ``2 * workers`` tiles ahead of the consumer, so memory
+    stays a few tiles; OpenSlide and libjpeg release the GIL while decoding. Tiles come out in
+    grid order whatever the thread timing; nuclei are looked up in the calling thread.
+    """
     size = (plan.grid.tile_size, plan.grid.tile_size)
-    for pos in plan.positions():
-        image = plan.reader.read_region((pos.x_level0, pos.y_level0), size, plan.target_mpp)
-        yield SlideTile(position=pos, image=image, nuclei=plan.nuclei_of(pos))
+    n = read_workers() if workers is None else int(workers)
+    if n < 1:
+        raise CosynthError(f"workers must be a positive number of threads, got {workers!r}")
+
+    def read(pos: TilePosition) -> np.ndarray:
+        return plan.reader.read_region((pos.x_level0, pos.y_level0), size, plan.target_mpp)
+
+    if n == 1:
+        for pos in plan.positions():
+            yield SlideTile(position=pos, image=read(pos), nuclei=plan.nuclei_of(pos))
+        return
+    pool = ThreadPoolExecutor(max_workers=n, thread_name_prefix="slide-read")
+    try:
+        pending: deque = deque()
+        for pos in plan.positions():
+            pending.append((pos, pool.submit(read, pos)))
+            if len(pending) >= 2 * n:
+                done, future = pending.popleft()
+                yield SlideTile(position=done, image=future.result(), nuclei=plan.nuclei_of(done))
+        while pending:
+            done, future = pending.popleft()
+            yield SlideTile(position=done, image=future.result(), nuclei=plan.nuclei_of(done))
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def class_lookup(table: AnnotationTable | None, taxonomy: Taxonomy, class_map: dict[str, str] | None) -> dict[str, int]:

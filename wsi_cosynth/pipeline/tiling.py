@@ -8,6 +8,8 @@ from __future__ import annotations
 import csv
 import io
 import json
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,8 @@ from .planning import SlidePlan, iter_slide_tiles, plan_slide
 
 INDEX_COLUMNS = ("name", "x_level0", "y_level0", "col", "row", "extent_level0", "tissue_fraction", "tissue", "n_nuclei")
 OVERVIEW_MAX_SIDE = 1024
+PNG_THREADS = 2
+PNG_BACKLOG = 8
 
 
 def overview_image(plan: SlidePlan) -> np.ndarray:
@@ -50,6 +54,10 @@ def _png(image: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
+def _write_png(path: Path, image: np.ndarray) -> None:
+    path.write_bytes(_png(image))
+
+
 def write_tiles(
     slide: str | Path,
     annotations: str | Path | None,
@@ -77,10 +85,16 @@ def write_tiles(
         with atomic_path(out_dir) as tmp:
             (tmp / "tiles").mkdir(parents=True)
             bar = tqdm(total=len(plan.grid), disable=not progress, desc=f"tiles {plan.stem}", unit="tile")
+            # PNG encoding (zlib releases the GIL) runs in background threads, at most
+            # PNG_BACKLOG tiles behind the reads.
+            pool = ThreadPoolExecutor(max_workers=PNG_THREADS, thread_name_prefix="tile-png")
+            pending: deque[Future] = deque()
             try:
                 for tile in iter_slide_tiles(plan):
                     pos = tile.position
-                    (tmp / "tiles" / f"{pos.name}.png").write_bytes(_png(tile.image))
+                    pending.append(pool.submit(_write_png, tmp / "tiles" / f"{pos.name}.png", tile.image))
+                    while len(pending) > PNG_BACKLOG:
+                        pending.popleft().result()
                     rows.append({
                         "name": pos.name, "x_level0": pos.x_level0, "y_level0": pos.y_level0, "col": pos.col,
                         "row": pos.row, "extent_level0": round(pos.tile_size * pos.scale, 4),
@@ -88,7 +102,10 @@ def write_tiles(
                         "n_nuclei": int(len(tile.nuclei.point_indices)),
                     })
                     bar.update(1)
+                while pending:
+                    pending.popleft().result()
             finally:
+                pool.shutdown(wait=True, cancel_futures=True)
                 bar.close()
             buf = io.StringIO()
             writer = csv.DictWriter(buf, fieldnames=INDEX_COLUMNS, lineterminator="\n")
