@@ -70,6 +70,29 @@ def _trim_log(path: Path, step: int) -> None:
         write_text_atomic(path, "".join(kept))
 
 
+def _initial_weights(path: str | Path, model: CosynthModel) -> dict[str, torch.Tensor]:
+    """The weights of checkpoint ``path``, checked to fit ``model`` parameter by parameter."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    from .checkpoint import WEIGHTS
+
+    weights = Path(path) / WEIGHTS if Path(path).is_dir() else Path(path)
+    if not weights.is_file():
+        raise CosynthError(f"--init-from: no model weights at {weights}")
+    try:
+        state = load_file(str(weights))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CosynthError(f"--init-from: {weights} is not a readable weights file ({exc})") from None
+    expected = model.state_dict()
+    wrong = sorted(k for k in expected if k not in state or tuple(state[k].shape) != tuple(expected[k].shape))
+    extra = sorted(set(state) - set(expected))
+    if wrong or extra:
+        raise CosynthError(f"--init-from: {weights} does not fit this model config "
+                           f"(missing or reshaped {wrong[:3]}, unexpected {extra[:3]})")
+    return {k: state[k].to(expected[k].dtype) for k in expected}
+
+
 def _check_resume(meta: dict, config: CosynthConfig, taxonomy: Taxonomy, mpp: float | None, ckpt: Path) -> None:
     if meta["config"]["model"] != config.model.model_dump(mode="json") or meta["config"]["diffusion"] != config.diffusion.model_dump(mode="json"):
         raise CosynthError(f"cannot resume from {ckpt}: its model/diffusion config differs from config {config.name!r}")
@@ -92,11 +115,24 @@ def train(
     data_summary: dict | None = None,
     progress: bool = True,
     validation: TileDataset | None = None,
+    wall_seconds: float | None = None,
+    checkpoint_seconds: float | None = None,
+    cpu_seconds: float | None = None,
+    init_from: str | Path | None = None,
 ) -> CosynthModel:
     """Train for ``config.train.steps`` steps in total (counting resumed ones); returns the model
     with its EMA weights loaded. With a ``validation`` set (held-out tiles), every checkpoint also
     scores the EMA model on it (:func:`validation_losses`), logs that to ``validation.jsonl`` and
-    records it in the checkpoint's data summary."""
+    records it in the checkpoint's data summary.
+
+    ``wall_seconds``: stop earlier, once this much wall time has passed since the first step of
+    this call (checked after every step), with a log record and a checkpoint at the step reached.
+    ``checkpoint_seconds``: also checkpoint whenever this much wall time has passed since the last
+    checkpoint (or the first step). ``cpu_seconds``: stop likewise once this process has used
+    this much CPU time (all threads) in this call: equal budgets for runs on a shared machine.
+    ``init_from``: a checkpoint whose weights (its EMA) start a new run (fine-tuning; the model
+    config must build the same parameters; ignored when resuming). The dataset may return its batch tensors on ``device``
+    already (:class:`~wsi_cosynth.training.device_data.DeviceTileDataset`)."""
     from tqdm import tqdm
 
     tc = config.train
@@ -130,7 +166,12 @@ def train(
         rng.bit_generator.state = state["numpy_rng"]
         gen.set_state(state["torch_rng"])
         step = int(state["step"])
-    summary = {**(data_summary or {}), **dataset.summary()}
+    elif init_from is not None:
+        init = _initial_weights(init_from, model)
+        model.load_state_dict(init)
+        ema.shadow = {k: v.detach().clone().float().to(device) for k, v in model.state_dict().items()}
+    summary = {**(data_summary or {}), **dataset.summary(),
+               **({"initialised_from": str(init_from)} if init_from is not None and ckpt is None else {})}
     out.mkdir(parents=True, exist_ok=True)
     _trim_log(out / "loss.jsonl", step)
     _trim_log(out / "validation.jsonl", step)
@@ -171,6 +212,8 @@ def train(
         model.train()
         bar = tqdm(total=tc.steps, initial=step, disable=not progress, desc="train", dynamic_ncols=True)
         t_last, running = time.perf_counter(), []
+        t_begin = t_checkpoint = t_last
+        cpu_begin = time.process_time()
         while step < tc.steps:
             batch = dataset.batch(tc.batch_size, rng)
             x0 = type(batch.x0)(batch.x0.image.to(device), batch.x0.distance.to(device), batch.x0.label.to(device))
@@ -190,15 +233,22 @@ def train(
             running.append({k: float(v.detach()) for k, v in losses.items()})
             bar.update(1)
             bar.set_postfix(loss=f"{running[-1]['total']:.4f}")
-            if step % tc.log_every == 0 or step == tc.steps:
+            now = time.perf_counter()
+            out_of_time = (wall_seconds is not None and now - t_begin >= wall_seconds) or (
+                cpu_seconds is not None and time.process_time() - cpu_begin >= cpu_seconds)
+            if step % tc.log_every == 0 or step == tc.steps or out_of_time:
                 now = time.perf_counter()
                 rec = {"step": step, **{k: float(np.mean([r[k] for r in running])) for k in running[0]},
                        "grad_norm": float(grad_norm), "lr": lr, "s_per_step": (now - t_last) / len(running), "time": time.time()}
                 log.write(json.dumps(rec) + "\n")
                 log.flush()
                 t_last, running = now, []
-            if step % tc.checkpoint_every == 0 or step == tc.steps:
+            due = checkpoint_seconds is not None and now - t_checkpoint >= checkpoint_seconds
+            if step % tc.checkpoint_every == 0 or step == tc.steps or out_of_time or due:
                 checkpoint()
+                t_checkpoint = time.perf_counter()
+            if out_of_time:
+                break
     bar.close()
     log.close()
     model.load_state_dict({k: v.to(model.state_dict()[k].dtype) for k, v in ema.shadow.items()})
