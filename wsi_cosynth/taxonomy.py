@@ -126,8 +126,28 @@ BUILTIN: dict[str, Taxonomy] = {
         # histolytics' hgsc type masks: 1 connective, 2 inflammatory, 3 neoplastic.
         Taxonomy("histolytics", ("connective", "inflammatory", "neoplastic"),
                  ((0, 0, 255), (0, 255, 0), (255, 0, 0))),
+        # One class for annotations without classes (MoNuSeg, Kumar, unclassified QuPath detections).
+        Taxonomy("nucleus", ("nucleus",), ((255, 0, 0),)),
     )
 }
+
+# Class names that mean "a nucleus of no particular class" (normalised): MoNuSeg/Aperio and
+# HoVer-Net without types say "nucleus", QuPath and GeoParquet tables "unclassified".
+UNCLASSIFIED_NAMES: frozenset[str] = frozenset({"nucleus", "nuclei", "unclassified", "cell", "detection"})
+
+
+def is_unclassified(name: str) -> bool:
+    """True if ``name`` means a nucleus with no class (see :data:`UNCLASSIFIED_NAMES`)."""
+    return normalise_name(name) in UNCLASSIFIED_NAMES
+
+
+def with_default_class(class_map: dict[str, str] | None, default_class: str | None) -> dict[str, str] | None:
+    """``class_map`` plus every unclassified name -> ``default_class`` (the user's own entries win)."""
+    if default_class is None:
+        return class_map
+    merged = {name: str(default_class) for name in UNCLASSIFIED_NAMES}
+    merged.update(class_map or {})
+    return merged
 
 # Built-in aliases: source name -> target names to try, first one present in the target wins.
 _ALIASES: dict[str, tuple[str, ...]] = {
@@ -149,6 +169,10 @@ _ALIASES: dict[str, tuple[str, ...]] = {
     "dead": ("other",),
     "necrosis": ("dead", "other"),
     "non-tumor": ("other",),
+    "unclassified": ("nucleus",),
+    "nuclei": ("nucleus",),
+    "cell": ("nucleus",),
+    "detection": ("nucleus",),
 }
 
 

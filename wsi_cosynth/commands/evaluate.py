@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import argparse
 
+from ._output import add_output_arguments, say, show_progress
+
 READ = ("consep", "cellvit", "hovernet-json", "lizard", "pannuke", "coco", "geojson")
 
 
@@ -30,7 +32,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--max-images", type=int, default=None, metavar="N", help="use at most N tiles of each set")
     p.add_argument("--class-map", default=None, metavar="FILE", help="YAML {synthetic class: real class}")
     p.add_argument("--seed", type=int, default=0, help="seed of the KID subset draws")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_output_arguments(p)
     p.set_defaults(run=run)
 
 
@@ -45,15 +47,16 @@ def run(args: argparse.Namespace) -> int:
     figures = evaluate_datasets(
         args.real, args.real_format, args.synthetic, args.synthetic_format, args.out,
         weights=args.weights, device=args.device, batch_size=args.batch_size, max_images=args.max_images,
-        class_map=class_map, seed=args.seed, progress=not args.quiet,
+        class_map=class_map, seed=args.seed, progress=show_progress(args),
     )
     img, agr = figures["image"], figures["agreement"]
     is_syn = img["inception_score"]["synthetic"]
     auc = agr["synthetic"]["mean_auc"]
-    print(
+    say(
+        args,
         f"FID {img['fid']:.3f}  KID {img['kid']['mean']:.5f}  "
         f"IS {'n/a' if is_syn is None else format(is_syn['mean'], '.3f')}  "
         f"FSD {figures['labels']['fsd']:.4f}  agreement AUC {'n/a' if auc is None else format(auc, '.3f')}"
     )
-    print(f"report: {args.out}")
+    say(args, f"report: {args.out}")
     return 0

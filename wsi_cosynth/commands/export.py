@@ -9,21 +9,26 @@ the same options; ``--workers N`` / ``--scheduler ADDRESS`` run the batches on D
 
 ``--source real`` exports the slide's own tiles with labels rasterised from its annotations
 (polygons; point-only annotations cannot give instance maps). Formats: coco, lizard, pannuke,
-geojson (QuPath-importable, level-0 slide pixels).
+geojson (QuPath-importable, level-0 slide pixels), consep (HoVer-Net's layout). Annotations with
+no classes (MoNuSeg) get the one-class "nucleus" taxonomy; ``--default-class`` names a class for
+them instead. Plain images (strip TIFF, PNG, JPEG) are slides too; ``--pad`` tiles past the
+slide's edges (and a slide smaller than one tile) with a background colour.
 """
 
 from __future__ import annotations
 
 import argparse
 
+from ._output import add_output_arguments, say, show_progress, warn
+
 SOURCES: tuple[str, ...] = ("synthetic", "real")
-FORMATS: tuple[str, ...] = ("coco", "lizard", "pannuke", "geojson")
+FORMATS: tuple[str, ...] = ("coco", "lizard", "pannuke", "geojson", "consep")
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     from ._slide_args import add_slide_arguments
 
-    parser = subparsers.add_parser("export", help="export a tile dataset (coco, lizard, pannuke, geojson)",
+    parser = subparsers.add_parser("export", help="export a tile dataset (coco, lizard, pannuke, geojson, consep)",
                                    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_slide_arguments(parser)
     parser.add_argument("--source", choices=SOURCES, default="synthetic", help="where tiles come from")
@@ -32,10 +37,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--taxonomy", default=None,
                         help="class set of the dataset (default: the built-in set holding the annotation classes)")
     parser.add_argument("--class-map", default=None, help="YAML {annotation class: taxonomy class} overrides")
+    parser.add_argument("--default-class", default=None, metavar="NAME",
+                        help="class of nuclei annotated without one (MoNuSeg, unclassified QuPath detections); "
+                             "needed for --source synthetic, where the model's classes are fixed (e.g. other)")
     parser.add_argument("--coco-segmentation", choices=("rle", "polygon"), default="rle",
-                        help="COCO masks as compressed RLE (lossless, default) or polygons")
+                        help="COCO masks as compressed RLE (lossless, default) or polygons (holes filled)")
+    parser.add_argument("--geojson-multipolygon", action="store_true",
+                        help="GeoJSON: keep every part of a nucleus as a MultiPolygon (default: its largest Polygon)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_output_arguments(parser)
     _add_synthesis_arguments(parser)
     # Resolution and tile size default per source: 0.5 um/px and 256 px for real tiles, the
     # model's own for synthetic ones.
@@ -73,9 +83,9 @@ def run(args: argparse.Namespace) -> int:
     else:  # argparse restricts --source to SOURCES
         raise AssertionError(args.source)
     for note in summary.warnings:
-        print(f"warning: {note}")
-    print(f"wrote {summary.n_tiles} tiles, {summary.n_nuclei} nuclei ({summary.fmt}, taxonomy "
-          f"{summary.taxonomy}) to {summary.out}")
+        warn(note)
+    say(args, f"wrote {summary.n_tiles} tiles, {summary.n_nuclei} nuclei ({summary.fmt}, taxonomy "
+              f"{summary.taxonomy}) to {summary.out}")
     return 0
 
 
@@ -83,25 +93,29 @@ def _writer_options(args: argparse.Namespace) -> dict:
     options: dict = {"overwrite": args.overwrite}
     if args.format == "coco":
         options["segmentation"] = args.coco_segmentation
+    if args.format == "geojson":
+        options["multipolygon"] = args.geojson_multipolygon
     return options
 
 
 def _run_synthetic(args: argparse.Namespace):
     from ..pipeline.synthetic import export_synthetic
     from ..taxonomy import load_class_map
+    from ._slide_args import parse_colour
 
     class_map = load_class_map(args.class_map) if args.class_map else None
     if args.tile_size is not None:
-        print("note: --tile-size is ignored with --source synthetic (tiles have the model's size)")
+        say(args, "note: --tile-size is ignored with --source synthetic (tiles have the model's size)")
     return export_synthetic(
         args.slide, args.out, args.format, model=args.model, annotations=args.annotations, layouts=args.layouts,
         layout_model=args.layout_model, class_map=class_map, taxonomy=args.taxonomy, mpp=args.mpp, stride=args.stride,
         min_tissue=args.min_tissue, slide_mpp=args.slide_mpp, tissue=args.tissue,
         tissue_regions=args.tissue_regions, max_tiles=args.max_tiles,
-        seed=args.seed, progress=not args.no_progress, per_layout=args.per_layout, steps=args.steps,
+        seed=args.seed, progress=show_progress(args), per_layout=args.per_layout, steps=args.steps,
         guidance=args.guidance, sampler=args.sampler, eta=args.eta, batch_size=args.batch_size,
         device=args.device, threads=args.threads, workers=args.workers, scheduler=args.scheduler, restart=args.restart,
-        writer_options=_writer_options(args),
+        writer_options=_writer_options(args), default_class=args.default_class,
+        pad=parse_colour(args.pad) if args.pad is not None else None,
     )
 
 
@@ -117,5 +131,6 @@ def _run_real(args: argparse.Namespace):
         args.tile_size = 256
     return export_real(
         args.slide, args.annotations, args.out, args.format, taxonomy=args.taxonomy, class_map=class_map,
-        progress=not args.no_progress, writer_options=_writer_options(args), **plan_kwargs(args),
+        progress=show_progress(args), writer_options=_writer_options(args), default_class=args.default_class,
+        **plan_kwargs(args),
     )

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 
+from ._output import add_output_arguments, say, show_progress, warn
 from ._slide_args import add_slide_arguments, plan_kwargs
 
 
@@ -23,7 +24,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     add_slide_arguments(parser)
     parser.add_argument("--out", required=True, help="output directory (must not exist unless --overwrite)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_output_arguments(parser)
     parser.set_defaults(run=run)
 
 
@@ -31,8 +32,8 @@ def run(args: argparse.Namespace) -> int:
     from ..pipeline.tiling import write_tiles
 
     summary = write_tiles(args.slide, args.annotations, args.out, overwrite=args.overwrite,
-                          progress=not args.no_progress, **plan_kwargs(args))
+                          progress=show_progress(args), **plan_kwargs(args))
     for note in summary["warnings"]:
-        print(f"warning: {note}")
-    print(f"wrote {summary['n_tiles']} tiles ({summary['n_nuclei']} nuclei) to {args.out}")
+        warn(note)
+    say(args, f"wrote {summary['n_tiles']} tiles ({summary['n_nuclei']} nuclei) to {args.out}")
     return 0

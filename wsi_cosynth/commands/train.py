@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from ._output import add_output_arguments, show_progress
+
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
@@ -38,7 +40,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         "resolution to tile at (default 0.5)")
     p.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (overrides train.num_threads)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_output_arguments(p)
     p.set_defaults(run=run)
 
 
@@ -77,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
           f"{len(source.held_out)} source images ({len(source.validation)} tiles) held out for validation; "
           f"output {args.out}", flush=True)
     model = train(config, dataset, args.out, mpp=source.mpp, resume=args.resume, device=args.device,
-                  data_summary={**source.summary, "tissue": args.tissue}, progress=not args.no_progress,
+                  data_summary={**source.summary, "tissue": args.tissue}, progress=show_progress(args),
                   validation=validation)
     print(json.dumps({"out": str(Path(args.out) / "model"), "steps": config.train.steps,
                       "text_encoder": model.text_encoder_id}), flush=True)

@@ -14,7 +14,9 @@ Public API
     ``add(tile)``, ``close()``, context manager; the directory appears only when complete.
 
 Formats (``READ_FORMATS`` / ``WRITE_FORMATS``): consep, cellvit, hovernet-json, lizard, pannuke,
-coco, geojson; the last four are also written. Each module's docstring gives its layout.
+coco, geojson; the last four and consep (HoVer-Net's layout) are also written. Each module's
+docstring gives its layout. Lizard and PanNuke are written in their own class ids when the
+classes map into them (:mod:`.native_ids`).
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ _MODULES: dict[str, str] = {
     "geojson": "geojson",
 }
 READ_FORMATS: tuple[str, ...] = tuple(_MODULES)
-WRITE_FORMATS: tuple[str, ...] = ("lizard", "pannuke", "coco", "geojson")
+WRITE_FORMATS: tuple[str, ...] = ("lizard", "pannuke", "coco", "geojson", "consep")
 
 __all__ = [
     "READ_FORMATS",
@@ -90,12 +92,26 @@ def count_tiles(path: str | Path, fmt: str) -> int:
     return int(_module(fmt, READ_FORMATS).count(Path(path)))
 
 
-def open_writer(fmt: str, out_dir: str | Path, taxonomy: Taxonomy, **options: Any) -> DatasetWriter:
+def open_writer(fmt: str, out_dir: str | Path, taxonomy: Taxonomy, *, native_ids: bool = True,
+                **options: Any) -> DatasetWriter:
     """A writer for format ``fmt`` (one of ``WRITE_FORMATS``) into the new directory ``out_dir``.
+
+    ``native_ids``: Lizard and PanNuke datasets use the format's own class ids when every class
+    of ``taxonomy`` maps into them by name, else ``taxonomy``'s ids with a warning in
+    ``writer.notes`` and ``taxonomy.json`` (see :mod:`.native_ids`); False always writes
+    ``taxonomy`` (e.g. when the user chose it). ``writer.taxonomy`` is the set written.
 
     Common options: ``class_map`` (dict, name overrides when tiles come in another taxonomy),
     ``overwrite`` (bool, replace a non-empty ``out_dir`` once the new one is complete).
-    coco: ``segmentation="rle"`` (default, lossless) or ``"polygon"``.
+    coco: ``segmentation="rle"`` (default, lossless) or ``"polygon"``. geojson:
+    ``multipolygon=True`` keeps every part of a nucleus (default: its largest polygon).
     """
+    from .native_ids import choose_ids
+
     module = _module(fmt, WRITE_FORMATS)
-    return module.Writer(Path(out_dir), taxonomy, **options)
+    choice = choose_ids(fmt, taxonomy, options.get("class_map")) if native_ids else None
+    writer = module.Writer(Path(out_dir), choice.taxonomy if choice else taxonomy, **options)
+    if choice is not None and choice.note:
+        writer.ids_note = choice.note
+        writer.notes.append(choice.note)
+    return writer

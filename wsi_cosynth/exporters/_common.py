@@ -132,8 +132,16 @@ def read_taxonomy_file(folder: Path) -> Taxonomy | None:
     return Taxonomy.from_dict(load_json(p)) if p.is_file() else None
 
 
-def write_taxonomy_file(folder: Path, taxonomy: Taxonomy) -> None:
-    (folder / TAXONOMY_FILE).write_text(json.dumps(taxonomy.to_dict(), indent=1) + "\n")
+def write_taxonomy_file(folder: Path, taxonomy: Taxonomy, note: str | None = None, *, extra: dict | None = None) -> None:
+    """``taxonomy.json``: the class set, ``ids_follow`` (whose ids the files use), an optional note
+    and format-specific ``extra`` fields; a note is added to the fields already there."""
+    from .native_ids import taxonomy_record
+
+    p = folder / TAXONOMY_FILE
+    record = json.loads(p.read_text()) if note and p.is_file() else {}
+    record.update(taxonomy_record(taxonomy, note))
+    record.update(extra or {})
+    p.write_text(json.dumps(record, indent=1) + "\n")
 
 
 def classes_in(taxonomy: Taxonomy, classes: np.ndarray, path: Path | str) -> np.ndarray:
@@ -208,6 +216,10 @@ class DatasetWriter(ABC):
             raise CosynthError(f"output directory {self.out_dir} exists and is not empty (choose a new path)")
         self.taxonomy = taxonomy
         self._remap = ClassRemapper(taxonomy, class_map)
+        # What the user should be told once the dataset is written (printed as warnings), and
+        # the note ``taxonomy.json`` records about the ids (see native_ids.py).
+        self.notes: list[str] = []
+        self.ids_note: str | None = None
         self._ctx = atomic_path(self.out_dir)
         self.root: Path = self._ctx.__enter__()
         self.root.mkdir()
@@ -256,6 +268,8 @@ class DatasetWriter(ABC):
         try:
             self._wait_for_images()
             self._finish()
+            if self.ids_note and (self.root / TAXONOMY_FILE).is_file():
+                write_taxonomy_file(self.root, self.taxonomy, self.ids_note)
         except BaseException:
             self.abort()
             raise

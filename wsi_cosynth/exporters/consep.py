@@ -1,4 +1,4 @@
-"""HoVer-Net / CoNSeP-style tiles (read only).
+"""HoVer-Net / CoNSeP-style tiles: writer (layout 2 below) and reader.
 
 Layouts accepted (``path`` is the dataset directory; stems pair images with labels):
 
@@ -21,6 +21,22 @@ Classes: the merged CoNSeP set (1 other, 2 inflammatory, 3 epithelial, 4 spindle
 says how the files' type codes read: ``"merged"`` (1..4 as above), ``"original"`` (CoNSeP's
 seven classes, merged as HoVer-Net trains: 3, 4 -> epithelial; 5, 6, 7 -> spindle), or ``"auto"``
 (default): merged for layout 1, original for layout 2. Type 0 (unlabelled) is an error.
+
+Writing (``Writer``, ``--to consep``) gives layout 2 as HoVer-Net's loaders read it::
+
+    out/images/<name>.png     RGB
+    out/labels/<name>.mat     inst_map (H, W) int32 (ids 1..N), type_map (H, W) int32 (each
+                              instance's type code on its pixels), inst_type (N, 1) int32,
+                              inst_uid (N, 1) int32, inst_centroid (N, 2) float64 (x, y)
+    out/taxonomy.json         the class set and ``type_codes``
+
+HoVer-Net's ``get_dataset('consep').load_ann(path, with_type=True)`` merges type codes 3, 4 ->
+3 and 5, 6, 7 -> 4. So CoNSeP-class datasets are written in CoNSeP's ORIGINAL codes (other 1,
+inflammatory 2, epithelial 3, spindle 5; ``type_codes: "consep-original"``), which that loader
+and this reader both turn back into the merged classes 1..4. Other class sets keep their own
+ids 1..K (``type_codes: "taxonomy"``; read back with ``taxonomy.json``); the writer warns that
+HoVer-Net's ``consep`` loader would merge them, so train with a loader that reads ``type_map``
+as it is.
 """
 
 from __future__ import annotations
@@ -33,8 +49,18 @@ import numpy as np
 
 from ..errors import CosynthError, require_dir
 from ..records import LabelledTile, Provenance, relabel_contiguous
-from ..taxonomy import get_taxonomy
-from ._common import IMAGE_SUFFIXES, as_instance_map, list_stems, load_image, load_mat, load_npy
+from ..taxonomy import Taxonomy, get_taxonomy, normalise_name
+from ._common import (
+    IMAGE_SUFFIXES,
+    DatasetWriter,
+    as_instance_map,
+    list_stems,
+    load_image,
+    load_mat,
+    load_npy,
+    read_taxonomy_file,
+    write_taxonomy_file,
+)
 
 TypeCodes = Literal["auto", "merged", "original"]
 # HoVer-Net's merge of CoNSeP's 7 classes into 4 (dataset.py __CoNSeP.load_ann).
@@ -86,6 +112,9 @@ def read(path: Path, *, types: TypeCodes = "auto", mpp: float | None = None) -> 
     if types not in ("auto", "merged", "original"):
         raise CosynthError(f"types must be 'auto', 'merged' or 'original', got {types!r}")
     taxonomy = get_taxonomy("consep")
+    own_ids = _written_type_codes(path) == "taxonomy"
+    if own_ids:
+        taxonomy = read_taxonomy_file(path)  # a dataset this package wrote in its own class ids
     for stem, image_path, label_path, type_path in _pairs(path):
         image = load_image(image_path)
         if type_path is not None:
@@ -93,6 +122,12 @@ def read(path: Path, *, types: TypeCodes = "auto", mpp: float | None = None) -> 
             mat = load_mat(type_path)
             codes = "merged" if types == "auto" else types
             instances, classes = instances_and_types(inst, mat, type_path, codes)
+        elif own_ids:
+            mat = load_mat(label_path)
+            if "inst_map" not in mat:
+                raise CosynthError(f"{label_path}: missing key 'inst_map' (found: {sorted(mat)})")
+            instances, classes = instances_and_types(as_instance_map(mat["inst_map"], label_path), mat, label_path, "raw")
+            taxonomy.check_ids(classes, where=str(label_path))
         else:
             instances, classes = read_consep_mat(label_path, types="original" if types == "auto" else types)
             if instances.shape != image.shape[:2]:
@@ -193,3 +228,77 @@ def _type_by_id(inst: np.ndarray, ids: np.ndarray, mat: dict[str, np.ndarray], p
                 best[i], table[i] = c, ty
         return {int(i): table.get(int(i), 0) for i in ids}
     raise CosynthError(f"{path}: missing key 'inst_type' or 'type_map' (found: {sorted(mat)})")
+
+
+# ----------------------------------------------------------------------------------------- writing
+# Merged CoNSeP class (1 other, 2 inflammatory, 3 epithelial, 4 spindle) -> CoNSeP's original code
+# that HoVer-Net's merge (_ORIGINAL_TO_MERGED) turns back into it.
+_MERGED_TO_ORIGINAL = np.array([0, 1, 2, 3, 5], dtype=np.int32)
+
+
+def _written_type_codes(path: Path) -> str | None:
+    """``type_codes`` of a dataset this package wrote (its taxonomy.json), else None."""
+    from ._common import TAXONOMY_FILE, load_json
+
+    if not (path / TAXONOMY_FILE).is_file():
+        return None
+    record = load_json(path / TAXONOMY_FILE)
+    return str(record.get("type_codes")) if isinstance(record, dict) and "type_codes" in record else None
+
+
+def _is_consep(taxonomy: Taxonomy) -> bool:
+    return [normalise_name(n) for n in taxonomy.names] == list(get_taxonomy("consep").names)
+
+
+class Writer(DatasetWriter):
+    """CoNSeP / HoVer-Net training layout (``images/``, ``labels/*.mat``; see the module docstring)."""
+
+    fmt = "consep"
+
+    def __init__(self, out_dir: Path, taxonomy: Taxonomy, **kw) -> None:
+        super().__init__(out_dir, taxonomy, **kw)
+        (self.root / "images").mkdir()
+        (self.root / "labels").mkdir()
+        self.original_codes = _is_consep(taxonomy)
+        if not self.original_codes and taxonomy.n_classes >= 3:
+            self.notes.append(
+                f"consep: type codes are taxonomy {taxonomy.key!r}'s ids 1..{taxonomy.n_classes}; HoVer-Net's own "
+                f"'consep' loader merges codes 3-4 and 5-7, so train with a loader that reads type_map as it is "
+                f"(nr_types = {taxonomy.n_classes + 1})"
+            )
+
+    def type_codes(self, classes: np.ndarray) -> np.ndarray:
+        """(N,) int32 type codes of class ids 1..K as written (see the module docstring)."""
+        c = np.asarray(classes, dtype=np.int64)
+        return (_MERGED_TO_ORIGINAL[c] if self.original_codes else c).astype(np.int32)
+
+    def _add(self, tile: LabelledTile) -> None:
+        from scipy import ndimage
+
+        from .lizard import _savemat_reproducible
+
+        name = tile.provenance.name
+        self._save_image(self.root / "images" / f"{name}.png", tile.image)
+        n = tile.n_nuclei
+        ids = np.arange(1, n + 1, dtype=np.int32)
+        codes = self.type_codes(tile.classes)
+        lut = np.concatenate([[0], codes]).astype(np.int32)
+        if n:
+            rc = np.asarray(ndimage.center_of_mass(np.ones(tile.size), tile.instances, ids), dtype=np.float64)
+            centroid = rc[:, ::-1].copy()
+        else:
+            centroid = np.zeros((0, 2), dtype=np.float64)
+        _savemat_reproducible(
+            self.root / "labels" / f"{name}.mat",
+            {
+                "inst_map": tile.instances.astype(np.int32),
+                "type_map": lut[tile.instances],
+                "inst_type": codes.reshape(-1, 1),
+                "inst_uid": ids.reshape(-1, 1),
+                "inst_centroid": centroid.reshape(-1, 2),
+            },
+        )
+
+    def _finish(self) -> None:
+        write_taxonomy_file(self.root, self.taxonomy,
+                            extra={"type_codes": "consep-original" if self.original_codes else "taxonomy"})

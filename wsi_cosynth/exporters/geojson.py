@@ -10,8 +10,10 @@ Layout written::
                                 provenance, placement}]}: what ``read`` needs to rebuild tiles
 
 Each nucleus is a Feature with a UUID ``id`` (uuid5 of tile name and instance id, so reruns give
-the same bytes), a valid Polygon (or MultiPolygon for a nucleus in several parts) traced on the
-pixel-corner grid with closed rings rounded to 2 decimals, ``properties.objectType`` "detection",
+the same bytes), one valid Polygon traced on the pixel-corner grid with closed rings rounded to 2
+decimals (a nucleus in several parts keeps its largest part, as TIAToolbox's stores accept only
+Polygon; the writer counts the dropped fragments in ``notes``; ``multipolygon=True`` writes a
+MultiPolygon instead), ``properties.objectType`` "detection",
 ``classification`` {name, color [r, g, b]} and ``measurements`` {"Area px^2": float} (no NaN).
 Coordinates are level-0 slide pixels (``placement``: x0 + x * scale) when the tile has a
 placement ("frame": "slide"), else tile pixels ("frame": "tile").
@@ -61,16 +63,18 @@ _LEGACY_IDS = {
 class Writer(DatasetWriter):
     fmt = "geojson"
 
-    def __init__(self, out_dir: Path, taxonomy: Taxonomy, **kw: Any) -> None:
+    def __init__(self, out_dir: Path, taxonomy: Taxonomy, *, multipolygon: bool = False, **kw: Any) -> None:
         super().__init__(out_dir, taxonomy, **kw)
         (self.root / "images").mkdir()
         (self.root / "tiles").mkdir()
         self.entries: list[dict] = []
+        self.multipolygon = bool(multipolygon)
+        self.fragments = FragmentCount()
 
     def _add(self, tile: LabelledTile) -> None:
         name = tile.provenance.name
         self._save_image(self.root / "images" / f"{name}.png", tile.image)
-        features = tile_features(tile)
+        features = tile_features(tile, multipolygon=self.multipolygon, fragments=self.fragments)
         (self.root / "tiles" / f"{name}.geojson").write_text(
             json.dumps({"type": "FeatureCollection", "features": features}, separators=(",", ":"))
         )
@@ -105,10 +109,48 @@ class Writer(DatasetWriter):
                 out.write("]}")
         index = {"taxonomy": self.taxonomy.to_dict(), "tiles": self.entries}
         (self.root / "index.json").write_text(json.dumps(index, indent=1))
+        if self.fragments.nuclei:
+            self.notes.append(self.fragments.describe())
 
 
-def tile_features(tile: LabelledTile) -> list[dict]:
-    """QuPath detection Features of a tile's nuclei (slide frame if the tile has a placement)."""
+@dataclass
+class FragmentCount:
+    """Nuclei written as their largest polygon, and the smaller parts (fragments) left out."""
+
+    nuclei: int = 0
+    fragments: int = 0
+    area_px: float = 0.0
+
+    def describe(self) -> str:
+        return (f"geojson: {self.nuclei} nuclei in several parts were written as their largest polygon, dropping "
+                f"{self.fragments} fragment(s) of {self.area_px:.0f} px^2 in all (multipolygon=True / "
+                f"--geojson-multipolygon keeps them as MultiPolygon)")
+
+
+def nucleus_geometry(parts: list, offset: tuple[float, float], scale: float, *, multipolygon: bool = False,
+                     fragments: FragmentCount | None = None) -> tuple[dict, float]:
+    """GeoJSON geometry of one nucleus from its polygons (largest first) and the area it covers.
+
+    One Polygon by default: the largest part, the others counted in ``fragments`` (tile-pixel
+    area); with ``multipolygon`` a nucleus in several parts is a MultiPolygon of all of them.
+    """
+    def rings(p) -> list[list[list[float]]]:
+        return [_ring(p.exterior.coords, offset, scale)] + [_ring(h.coords, offset, scale) for h in p.interiors]
+
+    if len(parts) == 1 or not multipolygon:
+        if len(parts) > 1 and fragments is not None:
+            fragments.nuclei += 1
+            fragments.fragments += len(parts) - 1
+            fragments.area_px += float(sum(p.area for p in parts[1:]))
+        return {"type": "Polygon", "coordinates": rings(parts[0])}, float(parts[0].area)
+    return {"type": "MultiPolygon", "coordinates": [rings(p) for p in parts]}, float(sum(p.area for p in parts))
+
+
+def tile_features(tile: LabelledTile, *, multipolygon: bool = False, fragments: FragmentCount | None = None) -> list[dict]:
+    """QuPath detection Features of a tile's nuclei (slide frame if the tile has a placement).
+
+    Each nucleus is one Polygon unless ``multipolygon`` (see :func:`nucleus_geometry`).
+    """
     pl = tile.placement
     offset, scale = ((pl.x0, pl.y0), pl.scale) if pl is not None else ((0.0, 0.0), 1.0)
     boxes = instance_bboxes(tile.instances, tile.n_nuclei)
@@ -116,13 +158,7 @@ def tile_features(tile: LabelledTile) -> list[dict]:
     for k in range(tile.n_nuclei):
         r0, r1, c0, c1 = (int(v) for v in boxes[k])
         parts = mask_to_polygons(tile.instances[r0:r1, c0:c1] == k + 1, offset_xy=(c0, r0))
-        rings = [[_ring(p.exterior.coords, offset, scale)] + [_ring(h.coords, offset, scale) for h in p.interiors]
-                 for p in parts]
-        geometry = (
-            {"type": "Polygon", "coordinates": rings[0]}
-            if len(rings) == 1
-            else {"type": "MultiPolygon", "coordinates": rings}
-        )
+        geometry, area = nucleus_geometry(parts, offset, scale, multipolygon=multipolygon, fragments=fragments)
         cls = int(tile.classes[k])
         out.append(
             {
@@ -132,7 +168,7 @@ def tile_features(tile: LabelledTile) -> list[dict]:
                 "properties": {
                     "objectType": "detection",
                     "classification": {"name": tile.taxonomy.name_of(cls), "color": list(tile.taxonomy.color_of(cls))},
-                    "measurements": {"Area px^2": float(sum(p.area for p in parts))},
+                    "measurements": {"Area px^2": area},
                 },
             }
         )

@@ -25,7 +25,7 @@ from ..errors import CosynthError
 from ..records import LabelledTile, Layout, Provenance, SlidePlacement
 from ..slide import SlideReader, TileGrid, TissueMask, TissueParams, detect_tissue, tile_grid
 from ..slide.tissue import default_mask_mpp
-from ..taxonomy import BUILTIN, Taxonomy, get_taxonomy, normalise_name
+from ..taxonomy import BUILTIN, Taxonomy, get_taxonomy, is_unclassified, normalise_name
 
 DEFAULT_TAXONOMY = "lizard"
 
@@ -91,6 +91,7 @@ class SlidePlan:
     default_tissue: str | None
     stem: str
     warnings: list[str] = field(default_factory=list)
+    pad_color: tuple[int, int, int] | None = None
 
     def positions(self) -> Iterator[TilePosition]:
         g = self.grid
@@ -117,6 +118,21 @@ class SlidePlan:
         idx = self.annotations.query_nuclei(pos.box_level0)
         xy, kept = tile_points(self.annotations, idx, (pos.x_level0, pos.y_level0), pos.scale, size)
         return TileNuclei(idx, xy, kept, self.annotations.classes[kept])
+
+    def read_tile(self, pos: TilePosition) -> np.ndarray:
+        """(T, T, 3) uint8 RGB of a tile at the target mpp; outside the slide in ``pad_color``."""
+        size = (pos.tile_size, pos.tile_size)
+        image = self.reader.read_region((pos.x_level0, pos.y_level0), size, self.target_mpp)
+        if self.pad_color is not None:
+            w0, h0 = self.reader.dimensions
+            # Output pixels whose centre lies outside the slide take the background colour.
+            cols = int(np.clip(np.ceil((w0 - pos.x_level0) / pos.scale - 0.5), 0, pos.tile_size))
+            rows = int(np.clip(np.ceil((h0 - pos.y_level0) / pos.scale - 0.5), 0, pos.tile_size))
+            if cols < pos.tile_size or rows < pos.tile_size:
+                image = image.copy()
+                image[:, cols:] = self.pad_color
+                image[rows:, :] = self.pad_color
+        return image
 
     def provenance(self, pos: TilePosition) -> Provenance:
         return Provenance(name=pos.name, source=str(self.reader.path), x_slide=float(pos.x_level0),
@@ -162,6 +178,7 @@ def plan_slide(
     sidecar: bool = True,
     backend: str = "openslide",
     type_names: Any = None,
+    pad: tuple[int, int, int] | None = None,
 ) -> SlidePlan:
     """Open a slide, load its annotations, detect tissue and lay the tile grid.
 
@@ -174,6 +191,9 @@ def plan_slide(
     slide_mpp : the slide's resolution when the file does not record it.
     tissue : tissue type of tiles not covered by a classified tissue region.
     tissue_regions : an extra file of tissue-region polygons (e.g. a GeoParquet tissue table).
+    pad : an RGB background colour: the grid then also covers the slide's right and bottom edges
+        (and a slide smaller than one tile), and tile pixels outside the slide take this colour.
+        None keeps only tiles wholly inside the slide.
 
     Raises
     ------
@@ -189,6 +209,8 @@ def plan_slide(
             table = regions if table is None else table.merged(regions)
         if table is not None:
             _check_inside(reader, table, notes)
+        if pad is None:
+            _check_fits_a_tile(reader, float(mpp), int(tile_size))
         scale_um = tile_size * float(mpp)
         mask_mpp = default_mask_mpp(reader.mpp, reader.dimensions, scale_um)
         tmask = detect_tissue(reader, mpp=mask_mpp, params=tissue_params)
@@ -198,7 +220,8 @@ def plan_slide(
                 f"{tissue_params.channel}); lower --min-tissue to 0 to tile it anyway"
             )
         grid = tile_grid(reader.dimensions, reader.mpp, target_mpp=mpp, tile_size=tile_size, stride=stride,
-                         min_tissue=min_tissue, tissue_mask=tmask.mask, mask_scale=tmask.scale_to_level0)
+                         min_tissue=min_tissue, tissue_mask=tmask.mask, mask_scale=tmask.scale_to_level0,
+                         pad=pad is not None)
         if len(grid) == 0:
             w, h = reader.dimensions
             raise CosynthError(
@@ -207,10 +230,25 @@ def plan_slide(
                 f"the slide); use smaller tiles, a finer --mpp or a lower --min-tissue"
             )
         return SlidePlan(reader=reader, grid=grid, tissue_mask=tmask, annotations=table, target_mpp=float(mpp),
-                         default_tissue=tissue, stem=safe_stem(reader.path), warnings=notes)
+                         default_tissue=tissue, stem=safe_stem(reader.path), warnings=notes,
+                         pad_color=None if pad is None else tuple(int(v) for v in pad))
     except BaseException:
         reader.close()
         raise
+
+
+def _check_fits_a_tile(reader: SlideReader, mpp: float, tile_size: int) -> None:
+    """CosynthError when the slide is narrower or shorter than one tile (the grid would be empty)."""
+    w, h = reader.dimensions
+    extent = tile_size * mpp / reader.mpp
+    if w >= extent - 1e-6 and h >= extent - 1e-6:
+        return
+    fits = int(min(w, h) * reader.mpp / mpp)
+    raise CosynthError(
+        f"slide {reader.path} ({w}x{h} px at {reader.mpp:g} um/px) is smaller than one {tile_size} px tile at "
+        f"{mpp:g} um/px ({extent:.0f}x{extent:.0f} level-0 px): pad it with --pad [COLOUR] (background colour, "
+        f"default white), or choose --tile-size {max(fits, 1)} or less, or a finer --mpp"
+    )
 
 
 def _load_table(reader: SlideReader, annotations, sidecar: bool, type_names, notes: list[str]) -> AnnotationTable | None:
@@ -260,13 +298,12 @@ def iter_slide_tiles(plan: SlidePlan, *, workers: int | None = None) -> Iterator
     stays a few tiles; OpenSlide and libjpeg release the GIL while decoding. Tiles come out in
     grid order whatever the thread timing; nuclei are looked up in the calling thread.
     """
-    size = (plan.grid.tile_size, plan.grid.tile_size)
     n = read_workers() if workers is None else int(workers)
     if n < 1:
         raise CosynthError(f"workers must be a positive number of threads, got {workers!r}")
 
     def read(pos: TilePosition) -> np.ndarray:
-        return plan.reader.read_region((pos.x_level0, pos.y_level0), size, plan.target_mpp)
+        return plan.read_tile(pos)
 
     if n == 1:
         for pos in plan.positions():
@@ -293,16 +330,30 @@ def class_lookup(table: AnnotationTable | None, taxonomy: Taxonomy, class_map: d
 
     if table is None:
         return {}
-    return {n: map_name(n, taxonomy, class_map, where=f"annotations {table.source}") for n in table.class_names()}
+    lookup = {}
+    for n in table.class_names():
+        try:
+            lookup[n] = map_name(n, taxonomy, class_map, where=f"annotations {table.source}")
+        except CosynthError:
+            if not is_unclassified(n):
+                raise
+            raise CosynthError(
+                f"annotations {table.source}: nuclei have no class ({n!r}) and taxonomy {taxonomy.key!r} has no "
+                f"such class: give them one with --default-class NAME (one of {', '.join(taxonomy.names)})"
+            ) from None
+    return lookup
 
 
 def infer_taxonomy(table: AnnotationTable | None, fmt: str | None = None) -> Taxonomy:
     """The smallest built-in class set holding every annotation class name.
 
-    Without annotations: the format's own set (pannuke for PanNuke files), else lizard.
+    Without annotations: the format's own set (pannuke for PanNuke files), else lizard. Nuclei
+    without classes ("nucleus", "unclassified", ...): the one-class ``nucleus`` set.
     """
     if table is None or not len(table):
         return get_taxonomy("pannuke" if str(fmt).lower() == "pannuke" else DEFAULT_TAXONOMY)
+    if all(is_unclassified(n) for n in table.class_names()):
+        return get_taxonomy("nucleus")
     names = {normalise_name(n) for n in table.class_names()}
     fits = [t for t in BUILTIN.values() if names <= {normalise_name(n) for n in t.names}]
     if fits:

@@ -15,7 +15,7 @@ from ..annotations import AnnotationTable
 from ..annotations.labels import require_outlines
 from ..errors import CosynthError
 from ..slide import TissueParams
-from ..taxonomy import Taxonomy, get_taxonomy
+from ..taxonomy import Taxonomy, get_taxonomy, with_default_class
 from .planning import (  # noqa: F401  (re-exported: the planning names used to live here)
     DEFAULT_TAXONOMY,
     SlidePlan,
@@ -63,11 +63,16 @@ def export_real(
     sidecar: bool = True,
     progress: bool = False,
     writer_options: dict[str, Any] | None = None,
+    pad: tuple[int, int, int] | None = None,
+    default_class: str | None = None,
 ) -> ExportSummary:
     """Export the real tiles of an annotated slide as a dataset in ``fmt`` (coco, lizard, pannuke, geojson).
 
     Tiles are streamed: read, labelled and written one at a time. The output directory appears
     only when complete. GeoJSON output is in level-0 slide pixels (tiles carry a SlidePlacement).
+    Annotations without classes get the one-class ``nucleus`` taxonomy unless ``taxonomy`` is given;
+    ``default_class`` names the class unclassified nuclei take in a given taxonomy. ``pad``: see
+    :func:`plan_slide`.
 
     Raises
     ------
@@ -80,16 +85,17 @@ def export_real(
         raise CosynthError(f"unknown export format {fmt!r} (valid: {', '.join(WRITE_FORMATS)})")
     with plan_slide(slide, annotations, mpp=mpp, tile_size=tile_size, stride=stride, min_tissue=min_tissue,
                     slide_mpp=slide_mpp, tissue=tissue, tissue_regions=tissue_regions,
-                    tissue_params=tissue_params, sidecar=sidecar) as plan:
+                    tissue_params=tissue_params, sidecar=sidecar, pad=pad) as plan:
         table = plan.annotations
         if table is not None:
             require_outlines(table)
         tax = taxonomy if isinstance(taxonomy, Taxonomy) else (get_taxonomy(taxonomy) if taxonomy else infer_taxonomy(table, fmt))
-        lookup = class_lookup(table, tax, class_map)
+        lookup = class_lookup(table, tax, with_default_class(class_map, default_class))
         n_nuclei = 0
         bar = _progress(len(plan.grid), progress, f"export {plan.stem}")
         try:
-            with open_writer(fmt, out, tax, **(writer_options or {})) as writer:
+            writer = open_writer(fmt, out, tax, **(writer_options or {}))
+            with writer:
                 for tile in iter_slide_tiles(plan):
                     labelled = labelled_tile(plan, tile, tax, lookup)
                     writer.add(labelled)
@@ -98,7 +104,7 @@ def export_real(
         finally:
             bar.close()
         return ExportSummary(out=Path(out), fmt=str(fmt).lower(), n_tiles=len(plan.grid), n_nuclei=n_nuclei,
-                             taxonomy=tax.key, warnings=tuple(plan.warnings))
+                             taxonomy=writer.taxonomy.key, warnings=(*plan.warnings, *writer.notes))
 
 
 def _progress(total: int, enabled: bool, desc: str):

@@ -18,7 +18,7 @@ from typing import Any
 from ..errors import CosynthError, require_file
 from ..records import LabelledTile, Layout
 from ..slide import TissueParams
-from ..taxonomy import Taxonomy
+from ..taxonomy import Taxonomy, is_unclassified, with_default_class
 from .execution import run_batches
 from .jobs import Batch, make_batches, plan_jobs
 from .layouts_for_slide import annotated_layouts, resampled_layouts, resolve_layout_source, with_tissue
@@ -98,11 +98,8 @@ def synthesize_to_dataset(
     restart: bool = False,
     progress: bool = False,
     writer_options: dict[str, Any] | None = None,
-) -> tuple[int, int]:
-    """Co-synthesise ``per_layout`` tiles per layout and write them as a dataset in ``fmt``.
-
-    Returns (tiles written, nuclei written).
-    """
+) -> "DatasetResult":
+    """Co-synthesise ``per_layout`` tiles per layout and write them as a dataset in ``fmt``."""
     from tqdm import tqdm
 
     from ..exporters import WRITE_FORMATS, open_writer
@@ -144,7 +141,8 @@ def synthesize_to_dataset(
     finally:
         bar.close()
     n_nuclei, shown = 0, []
-    with open_writer(fmt, out, model.taxonomy, **(writer_options or {})) as writer:
+    writer = open_writer(fmt, out, model.taxonomy, **(writer_options or {}))
+    with writer:
         for batch in batches:
             for tile in work.load(batch):
                 writer.add(tile)
@@ -153,7 +151,17 @@ def synthesize_to_dataset(
                     shown.append(tile)
     save_png(Path(out) / PREVIEW_NAME, preview(shown))
     work.remove()
-    return len(jobs), n_nuclei
+    return DatasetResult(n_tiles=len(jobs), n_nuclei=n_nuclei, taxonomy=writer.taxonomy.key, notes=tuple(writer.notes))
+
+
+@dataclass(frozen=True)
+class DatasetResult:
+    """What :func:`synthesize_to_dataset` wrote: counts, the taxonomy its ids follow, writer notes."""
+
+    n_tiles: int
+    n_nuclei: int
+    taxonomy: str
+    notes: tuple[str, ...]
 
 
 def export_synthetic(
@@ -177,6 +185,8 @@ def export_synthetic(
     max_tiles: int | None = None,
     seed: int = 0,
     progress: bool = False,
+    pad: tuple[int, int, int] | None = None,
+    default_class: str | None = None,
     **sampling: Any,
 ) -> ExportSummary:
     """Co-synthesise a dataset for a slide's tissue tiles (see the module docstring).
@@ -184,6 +194,8 @@ def export_synthetic(
     Tiles are laid at the MODEL's resolution and tile size unless ``mpp`` is given. ``sampling``
     takes the keyword options of :func:`synthesize_to_dataset` (per_layout, steps, guidance,
     sampler, eta, batch_size, device, threads, workers, scheduler, restart, writer_options).
+    Nuclei without a class ("nucleus", "unclassified") take ``default_class`` (a class of the
+    model); without it such annotations are an error that says so. ``pad``: see :func:`plan_slide`.
     """
     require_file(slide, "slide")
     info = model_info(model)
@@ -202,7 +214,8 @@ def export_synthetic(
         raise CosynthError(f"--max-tiles must be >= 1, got {max_tiles}")
     with plan_slide(slide, annotations, mpp=target_mpp, tile_size=info.tile_size, stride=stride,
                     min_tissue=min_tissue, slide_mpp=slide_mpp, tissue=tissue, tissue_regions=tissue_regions,
-                    tissue_params=tissue_params) as plan:
+                    tissue_params=tissue_params, pad=pad) as plan:
+        class_map = with_default_class(class_map, default_class)
         source = resolve_layout_source(layouts, plan)
         if source == "annotations":
             chosen = annotated_layouts(plan, info.taxonomy, class_map, max_tiles)
@@ -210,8 +223,12 @@ def export_synthetic(
             chosen = resampled_layouts(plan, info.taxonomy, class_map, max_tiles, layout_model=layout_model, seed=seed)
         chosen = with_tissue(chosen, tissue)
         notes = list(plan.warnings)
+        if default_class is not None and plan.annotations is not None and source == "annotations":
+            n_unclassified = sum(is_unclassified(str(c)) for c in plan.annotations.classes)
+            if n_unclassified:
+                notes.append(f"{n_unclassified} nuclei without a class were given class {default_class!r} (--default-class)")
         if source == "resample":
             notes.append(f"layouts resampled from the layout model ({len(chosen)} tiles)")
-    n_tiles, n_nuclei = synthesize_to_dataset(chosen, out, fmt, info, seed=seed, progress=progress, **sampling)
-    return ExportSummary(out=Path(out), fmt=str(fmt).lower(), n_tiles=n_tiles, n_nuclei=n_nuclei,
-                         taxonomy=info.taxonomy.key, warnings=tuple(notes))
+    result = synthesize_to_dataset(chosen, out, fmt, info, seed=seed, progress=progress, **sampling)
+    return ExportSummary(out=Path(out), fmt=str(fmt).lower(), n_tiles=result.n_tiles, n_nuclei=result.n_nuclei,
+                         taxonomy=result.taxonomy, warnings=(*notes, *result.notes))

@@ -2,8 +2,10 @@
 
 A tile is ``tile_size`` x ``tile_size`` output pixels at ``target_mpp``, i.e. a level-0 square
 of side ``tile_size * scale`` with ``scale = target_mpp / slide_mpp``. Tiles start at level-0
-(0, 0) and step by ``stride * scale``; only tiles lying wholly inside the slide are kept, and of
-those only the ones whose tissue fraction reaches ``min_tissue``.
+(0, 0) and step by ``stride * scale``; only tiles lying wholly inside the slide are kept (with
+``pad=True`` the grid also covers the slide's right and bottom edges, and a slide smaller than a
+tile gives one tile: the reader pads what lies outside), and of those only the ones whose tissue
+fraction (of the part inside the slide) reaches ``min_tissue``.
 """
 
 from __future__ import annotations
@@ -94,6 +96,7 @@ def tile_grid(
     min_tissue: float = 0.5,
     tissue_mask: np.ndarray | None = None,
     mask_scale: float | None = None,
+    pad: bool = False,
 ) -> TileGrid:
     """Tiles over a slide, filtered by tissue fraction.
 
@@ -106,6 +109,7 @@ def tile_grid(
     min_tissue : keep tiles with tissue fraction >= this (0 keeps every tile).
     tissue_mask, mask_scale : (H, W) bool mask and its level-0 pixels per mask pixel; without a
         mask every tile counts as all tissue.
+    pad : also keep tiles reaching past the right/bottom edge, so the grid covers the whole slide.
 
     Returns
     -------
@@ -121,8 +125,7 @@ def tile_grid(
     scale = scale_to_level0(target_mpp, slide_mpp)
     extent = tile_size * scale
     w0, h0 = slide_size_level0
-    nx = int(np.floor((w0 - extent) / (step * scale) + 1e-9)) + 1 if w0 >= extent else 0
-    ny = int(np.floor((h0 - extent) / (step * scale) + 1e-9)) + 1 if h0 >= extent else 0
+    nx, ny = (_tiles_across(n, extent, step * scale, pad) for n in (w0, h0))
     row, col = np.meshgrid(np.arange(ny, dtype=np.int64), np.arange(nx, dtype=np.int64), indexing="ij")
     row, col = row.ravel(), col.ravel()
     # Floor, not round: rounding could push the last tile up to half a pixel past the slide edge.
@@ -141,3 +144,12 @@ def tile_grid(
         x_level0=x[keep], y_level0=y[keep], col=col[keep], row=row[keep], tissue_fraction=frac[keep],
         tile_size=int(tile_size), stride=step, scale=scale, target_mpp=float(target_mpp),
     )
+
+
+def _tiles_across(side_level0: float, extent: float, step_level0: float, pad: bool) -> int:
+    """Tiles along one side: wholly inside, or (``pad``) until the side is covered."""
+    if not pad:
+        return int(np.floor((side_level0 - extent) / step_level0 + 1e-9)) + 1 if side_level0 >= extent else 0
+    if side_level0 <= extent:
+        return 1 if side_level0 > 0 else 0
+    return int(np.ceil((side_level0 - extent) / step_level0 - 1e-9)) + 1
