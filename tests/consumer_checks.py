@@ -214,3 +214,72 @@ def check_qupath_geojson(path: str | Path) -> dict:
                 assert all(round(c, 2) == c for xy in ring for c in xy), f"{where}: > 2 decimals"
         assert shapely.geometry.shape(geom).is_valid, f"{where}: invalid geometry"
     return {"n_features": len(data["features"])}
+
+
+# ----------------------------------------------------------------------------------------- TIAToolbox
+_TIATOOLBOX_TYPES = {"Point", "LineString", "Polygon"}
+
+
+def check_tiatoolbox_geojson(path: str | Path) -> dict:
+    """TIAToolbox's store rules (``DictionaryStore.from_geojson``): every Feature's geometry is a
+    Point, LineString or Polygon ("Invalid geometry type" otherwise), with closed, valid rings and
+    a properties object."""
+    import shapely.geometry
+
+    p = Path(path)
+    data = json.loads(p.read_text(), parse_constant=_no_constants)
+    features = data["features"] if isinstance(data, dict) else data
+    for i, feat in enumerate(features):
+        where = f"{p} feature {i}"
+        geom = feat["geometry"]
+        assert geom["type"] in _TIATOOLBOX_TYPES, f"{where}: geometry type {geom['type']} (TIAToolbox: Invalid geometry type)"
+        assert isinstance(feat.get("properties", {}), dict), f"{where}: properties"
+        if geom["type"] == "Polygon":
+            for ring in geom["coordinates"]:
+                assert len(ring) >= 4 and ring[0] == ring[-1], f"{where}: ring not closed"
+        shape = shapely.geometry.shape(geom)
+        assert shape.is_valid and not shape.is_empty, f"{where}: invalid or empty geometry"
+    return {"n_features": len(features)}
+
+
+# ----------------------------------------------------------------------------------------- HoVer-Net
+# HoVer-Net's dataset.py __CoNSeP.load_ann(..., with_type=True): merge of CoNSeP's 7 type codes.
+_HOVERNET_CONSEP_MERGE = {3: 3, 4: 3, 5: 4, 6: 4, 7: 4}
+
+
+def check_hovernet_mat(out_dir: str | Path, *, consep_loader: bool = True) -> dict:
+    """HoVer-Net's loaders: ``labels/<stem>.mat`` with inst_map, type_map (stacked as int32 next to
+    the image), inst_type (N, 1) and inst_centroid (N, 2) (compute_stats.py); each instance's
+    type_map pixels hold its inst_type row. Returns the classes the ``consep`` loader (with its
+    merge) or a plain loader sees, per tile stem: {stem: {inst id: class}}."""
+    import scipy.io
+    from PIL import Image
+
+    root = Path(out_dir)
+    seen: dict[str, dict[int, int]] = {}
+    for mat_path in sorted((root / "labels").glob("*.mat")):
+        stem = mat_path.stem
+        mat = scipy.io.loadmat(mat_path)
+        for key in ("inst_map", "type_map", "inst_type", "inst_centroid"):
+            assert key in mat, f"{mat_path}: no {key}"
+        inst, tmap = mat["inst_map"], mat["type_map"]
+        with Image.open(root / "images" / f"{stem}.png") as im:
+            assert im.size == (inst.shape[1], inst.shape[0]), f"{stem}: image/label size"
+        assert inst.shape == tmap.shape and inst.dtype.kind in "iu" and tmap.dtype.kind in "iu", f"{stem}: maps"
+        ann = np.dstack([inst, tmap]).astype("int32")  # what load_ann returns
+        ids = [int(v) for v in np.unique(ann[..., 0]) if v]
+        inst_type = mat["inst_type"].astype("int32")
+        centroid = mat["inst_centroid"].astype("float32")
+        assert inst_type.shape == (len(ids), 1), f"{stem}: inst_type shape {inst_type.shape}"
+        assert centroid.shape == (len(ids), 2), f"{stem}: inst_centroid shape {centroid.shape}"
+        assert ids == list(range(1, len(ids) + 1)), f"{stem}: ids not 1..N"
+        classes: dict[int, int] = {}
+        for k, v in enumerate(ids):
+            rr, cc = np.nonzero(ann[..., 0] == v)
+            types = np.unique(ann[rr, cc, 1])
+            assert types.tolist() == [int(inst_type[k, 0])], f"{stem}: type_map of id {v} is {types} not inst_type"
+            assert np.allclose(centroid[k], (cc.mean(), rr.mean()), atol=1e-3), f"{stem}: centroid of {v}"
+            code = int(types[0])
+            classes[v] = _HOVERNET_CONSEP_MERGE.get(code, code) if consep_loader else code
+        seen[stem] = classes
+    return seen

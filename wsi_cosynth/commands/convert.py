@@ -30,6 +30,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--coco-segmentation", choices=("rle", "polygon"), default="rle",
                    help="COCO masks as compressed RLE (lossless, default) or polygons")
     p.add_argument("--overwrite", action="store_true", help="replace OUT once the new dataset is complete")
+    p.add_argument("--tissue", default=None,
+                   help="tissue type of tiles whose source records none (PanNuke types.npy, e.g. colon)")
     p.add_argument("--geojson-multipolygon", action="store_true",
                    help="GeoJSON: keep every part of a nucleus as a MultiPolygon (default: its largest Polygon)")
     add_output_arguments(p)
@@ -39,6 +41,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import itertools
     import sys
+    from dataclasses import replace
 
     from tqdm import tqdm
 
@@ -53,7 +56,8 @@ def run(args: argparse.Namespace) -> int:
     if class_map and taxonomy is None and not native:
         raise CosynthError("--class-map needs --taxonomy (the class set to map into)")
     total = count_tiles(args.src, args.src_format)
-    tiles = read_dataset(args.src, args.src_format, taxonomy=taxonomy, class_map=class_map)
+    # Without --taxonomy the class map goes to the writer, which maps into the format's own ids.
+    tiles = read_dataset(args.src, args.src_format, taxonomy=taxonomy, class_map=class_map if taxonomy else None)
     first = next(tiles, None)
     if first is None:
         raise CosynthError(f"{args.src}: no tiles found for format {args.src_format!r}")
@@ -70,6 +74,8 @@ def run(args: argparse.Namespace) -> int:
         bar = tqdm(total=total, unit="tile", desc=f"{args.src_format} -> {args.dst_format}",
                    disable=not show_progress(args), file=sys.stderr)
         for tile in itertools.chain([first], tiles):
+            if args.tissue and not tile.provenance.tissue:
+                tile = replace(tile, provenance=replace(tile.provenance, tissue=args.tissue))
             writer.add(tile)
             n += 1
             bar.update(1)

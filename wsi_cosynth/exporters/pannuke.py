@@ -6,7 +6,10 @@ Layout (one fold)::
     out/masks.npy    (N, H, W, 6) float64; channels 0..4 = neoplastic, inflammatory, connective,
                      dead, epithelial holding instance ids (0 = none; ids unique across channels
                      within a tile), channel 5 = 1 on background and 0 on nuclei
-    out/types.npy    (N,) <U tissue names (no pickling needed to load); "Unknown" when not known
+    out/types.npy    (N,) <U tissue names (no pickling needed to load), in PanNuke's spelling when
+                     the tissue is one of its 19 (colon -> Colon, head and neck -> HeadNeck); the
+                     tile's tissue type otherwise (``--tissue`` or tissue regions); "Unknown" when
+                     not known
     out/tiles.json   provenance of each tile (name, source, mpp, placement), in array order
     out/taxonomy.json
 
@@ -84,7 +87,7 @@ class Writer(DatasetWriter):
             masks[..., j][sel] = tile.instances[sel]
         masks[..., N_CLASS_CHANNELS] = tile.instances == 0
         self._fh["masks"].write(masks.tobytes())
-        self.types.append(tile.provenance.tissue or "Unknown")
+        self.types.append(pannuke_tissue(tile.provenance.tissue))
         rec: dict[str, Any] = {"provenance": tile.provenance.to_dict()}
         if tile.placement is not None:
             rec["placement"] = {"x0": tile.placement.x0, "y0": tile.placement.y0, "scale": tile.placement.scale}
@@ -187,3 +190,23 @@ def taxonomy_classes(taxonomy: Taxonomy, classes: np.ndarray, path: Path, i: int
         )
     return classes
 
+
+# PanNuke's tissue names (types.npy), as CellViT's tissue-balanced sampling reads them.
+PANNUKE_TISSUES: tuple[str, ...] = (
+    "Adrenal_gland", "Bile-duct", "Bladder", "Breast", "Cervix", "Colon", "Esophagus", "HeadNeck", "Kidney",
+    "Liver", "Lung", "Ovarian", "Pancreatic", "Prostate", "Skin", "Stomach", "Testis", "Thyroid", "Uterus",
+)
+_TISSUE_ALIASES = {"adrenal": "Adrenal_gland", "bile": "Bile-duct", "colorectal": "Colon", "colon-rectum": "Colon",
+                   "rectum": "Colon", "head-and-neck": "HeadNeck", "head-neck": "HeadNeck", "ovary": "Ovarian",
+                   "pancreas": "Pancreatic", "testes": "Testis", "uterine": "Uterus", "oesophagus": "Esophagus"}
+
+
+def pannuke_tissue(tissue: str | None) -> str:
+    """PanNuke's spelling of a tissue type ("colon" -> "Colon"); others unchanged; None -> "Unknown"."""
+    if not tissue:
+        return "Unknown"
+    key = str(tissue).strip().lower().replace("_", "-").replace(" ", "-")
+    for name in PANNUKE_TISSUES:
+        if key == name.lower().replace("_", "-"):
+            return name
+    return _TISSUE_ALIASES.get(key, str(tissue))
