@@ -48,9 +48,9 @@ START = float(os.environ.setdefault("WSI_COSYNTH_GPU_START", str(time.time())))
 LOG = []  # the driver's log.txt, once open
 
 REAL = dict(config=str(DEFAULT_MODEL / "model.json"), device="auto", wall_seconds=420.0, checkpoint_seconds=60.0,
-            budget_seconds=540.0, bench_models="default,paper-256", bench_batches="1,16,64", bench_steps=25,
+            budget_seconds=575.0, bench_models="default,paper-256", bench_batches="1,16,64", bench_steps=25,
             bench_seconds=75.0, export_seconds=50.0, export_steps=25, export_batch_size=16, export_max_tiles=None)
-DRY = dict(config="tiny", device="cpu", wall_seconds=15.0, checkpoint_seconds=8.0, budget_seconds=150.0,
+DRY = dict(config="tiny", device="cpu", wall_seconds=15.0, checkpoint_seconds=8.0, budget_seconds=180.0,
            bench_models="default", bench_batches="1,2", bench_steps=2, bench_seconds=40.0, export_seconds=40.0,
            export_steps=2, export_batch_size=2, export_max_tiles=2, batch_size=8, threads=1)
 
@@ -165,11 +165,15 @@ def stage_train(a: dict, work: Path, result: Path) -> None:
                                 if device.startswith("cuda") else device, "batch_size": batch, "lr": config.train.lr,
                                 "wall_seconds": a["wall_seconds"], "bf16_autocast": device.startswith("cuda")}}
     run = work / "run"
+    extra = {}
+    if a["init_from"]:  # fine-tune from a checkpoint's weights instead of the config seed's
+        extra["init_from"] = str(DEFAULT_MODEL) if a["init_from"] == "default" else a["init_from"]
+        summary["trained_with"]["init_from"] = extra["init_from"]
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
     t = time.perf_counter()
     train(config, dataset, run, mpp=meta.get("mpp"), device=device, data_summary=summary, progress=False,
-          validation=validation, wall_seconds=a["wall_seconds"], checkpoint_seconds=a["checkpoint_seconds"])
+          validation=validation, wall_seconds=a["wall_seconds"], checkpoint_seconds=a["checkpoint_seconds"], **extra)
     info["train_seconds"] = round(time.perf_counter() - t, 1)
     records = [json.loads(line) for line in (run / "loss.jsonl").read_text().splitlines() if line.strip()]
     steps = records[-1]["step"] if records else 0
@@ -413,6 +417,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--device", default=None, help="auto, cuda, cpu (default auto)")
     p.add_argument("--batch-size", type=int, default=None, help="training batch (default 128 on CUDA, else the config's)")
     p.add_argument("--lr", type=float, default=None, help="learning rate (default: the config's)")
+    p.add_argument("--init-from", default=None,
+                   help="start from these weights (a checkpoint directory, or 'default': the bundled model) "
+                        "instead of the config seed's; the config must build the same parameters")
     p.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (default: wall time only)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for CPU training (default: the config's)")
     p.add_argument("--no-device-data", dest="device_data", action="store_false",
@@ -420,7 +427,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--wall-seconds", type=float, default=None, help="training wall time (default 420)")
     p.add_argument("--checkpoint-seconds", type=float, default=None, help="checkpoint interval (default 60)")
     p.add_argument("--budget-seconds", type=float, default=None,
-                   help="the whole call ends within this (default 540); training is shortened to fit the later stages")
+                   help="the whole call ends within this (default 575); training is shortened to fit the later stages")
     p.add_argument("--bench-models", default=None,
                    help="default, trained, or a config (preset/YAML); default 'default,paper-256'")
     p.add_argument("--bench-batches", default=None, help="batch sizes to time (default 1,16,64)")
@@ -467,14 +474,17 @@ def main(argv: list[str] | None = None) -> int:
               "environment": environment(), "stages": {}}
     write_json(out / "report.json", report)
     say(f"environment: {json.dumps(report['environment'])}")
+    # Each later stage may use up to its limit, but training leaves room only for these minimums
+    # (a guess at what they need on a GPU, with margin); they get whatever the budget still holds.
     limits = {"bench": args.bench_seconds, "export": args.export_seconds}
-    overhead = 60.0 if not args.dry_run else 40.0  # start, data preparation, last checkpoint
+    reserve = {"bench": min(45.0, args.bench_seconds), "export": min(35.0, args.export_seconds)}
+    overhead = 45.0  # the training stage's start, data preparation and last checkpoint, past its wall time
     for i, name in enumerate(stages):
         left = deadline - time.monotonic()
-        later = sum(limits.get(s, 0.0) for s in stages[i + 1:])
+        later = sum(reserve.get(s, 0.0) for s in stages[i + 1:])
         if name == "train":
             wall = min(args.wall_seconds, left - later - overhead)
-            if wall < 5:
+            if wall < min(5.0, args.wall_seconds):
                 report["stages"][name] = {"status": "skipped", "reason": f"{left:.0f} s left"}
                 write_json(out / "report.json", report)
                 continue

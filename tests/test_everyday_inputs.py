@@ -307,3 +307,27 @@ def test_every_long_command_has_no_progress_and_quiet(command, capsys):
         main([command, "--help"])
     text = capsys.readouterr().out
     assert "--no-progress" in text and "--quiet" in text
+
+
+# ----------------------------------------------------------------------------------------- repairs
+def test_make_valid_repairs_are_reported_next_to_the_dataset(tmp_path, capsys):
+    import csv
+
+    region = tmp_path / "r.png"
+    Image.fromarray(synthetic_he(256, 256, seed=6, tissue_fraction=1.0)).save(region)
+
+    def feature(ring):
+        return {"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [ring]},
+                "properties": {"objectType": "detection"}}
+
+    square = [[10, 10], [20, 10], [20, 20], [10, 20], [10, 10]]
+    bowtie = [[100, 100], [120, 120], [120, 100], [100, 120], [100, 100]]  # self-intersecting
+    (tmp_path / "r.geojson").write_text(json.dumps({"type": "FeatureCollection",
+                                                    "features": [feature(square), feature(bowtie)]}))
+    assert _real(region, tmp_path / "out", "--format", "coco", "--slide-mpp", "0.25") == 0
+    assert "repaired with make_valid" in capsys.readouterr().err
+    with open(tmp_path / "out" / "repairs.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 1 and rows[0]["index"] == "1"
+    assert float(rows[0]["area_before_px"]) == 0.0 and float(rows[0]["area_after_px"]) == pytest.approx(200.0)
+    assert float(rows[0]["x_level0"]) == pytest.approx(110.0)

@@ -17,6 +17,7 @@ import shapely
 from shapely.geometry import GeometryCollection, MultiPolygon, Point, Polygon
 
 from ..errors import CosynthError
+from .repairs import repair_records
 
 UNCLASSIFIED = "unclassified"
 
@@ -177,6 +178,7 @@ def make_table(
     if len(nuclei) != len(classes):
         raise CosynthError(f"annotations {source}: {len(nuclei)} geometries but {len(classes)} class names")
     geo, keep, n_rep, n_skip = clean_geometries(nuclei)
+    repairs = repair_records(nuclei, geo, keep, str(source)) if n_rep else ()
     cls = np.asarray([str(c) for c in classes], dtype=object)[keep] if len(keep) else np.zeros(0, dtype=object)
     reg_in = list(regions or [])
     reg, rkeep, r_rep, r_skip = clean_geometries(reg_in)
@@ -193,5 +195,8 @@ def make_table(
             AnnotationWarning,
             stacklevel=3,
         )
-    return AnnotationTable(nuclei=geo, classes=cls, regions=reg, region_names=names, source=str(source),
-                           n_repaired=n_rep, n_skipped=n_skip)
+    table = AnnotationTable(nuclei=geo, classes=cls, regions=reg, region_names=names, source=str(source),
+                            n_repaired=n_rep, n_skipped=n_skip)
+    table.repairs = repairs  # which nuclei make_valid changed (annotations/repairs.py)
+    table.n_read = len(nuclei)
+    return table

@@ -103,8 +103,16 @@ def export_real(
                     bar.update(1)
         finally:
             bar.close()
+        notes = [*plan.warnings, *writer.notes]
+        repairs = getattr(table, "repairs", ()) if table is not None else ()
+        if repairs:
+            from ..annotations.repairs import REPORT_NAME, write_repair_report
+
+            report = write_repair_report(Path(out) / REPORT_NAME, repairs)
+            notes.append(f"{len(repairs)} nuclei outlines were invalid and repaired with make_valid: ids, "
+                         f"positions and areas before/after in {report}")
         return ExportSummary(out=Path(out), fmt=str(fmt).lower(), n_tiles=len(plan.grid), n_nuclei=n_nuclei,
-                             taxonomy=writer.taxonomy.key, warnings=(*plan.warnings, *writer.notes))
+                             taxonomy=writer.taxonomy.key, warnings=tuple(notes))
 
 
 def _progress(total: int, enabled: bool, desc: str):
