@@ -9,11 +9,14 @@ on stderr, exit status 2, no traceback.
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import sys
+import warnings
 
 from . import __version__
 from .errors import CosynthError
+from .validation import strict_geometry
 
 # Order here is the order in `wsi-cosynth --help`.
 COMMANDS = ("export", "convert", "tiles", "layouts", "train", "evaluate")
@@ -34,7 +37,29 @@ def build_parser() -> argparse.ArgumentParser:
                 continue  # command not built yet
             raise
         module.add_parser(sub)
+        sub.choices[name].add_argument(
+            "--strict-geometry", action="store_true",
+            help="make annotation objects with unusable geometry (non-finite, absurd or out-of-image coordinates, "
+                 "fewer than 3 distinct points) an error instead of dropping them with a counted warning")
     return parser
+
+
+# errno values that mean "this machine cannot do it now" rather than a bug.
+_RESOURCE_ERRNOS = {errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.EFBIG, errno.EMFILE}
+
+
+def _one_line_warning(prefix: str):
+    """``warnings.showwarning`` replacement: the package's warnings as one line each, no source line."""
+    default = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):  # noqa: ANN001 - warnings' signature
+        if category.__module__.startswith(__package__):
+            text = " ".join(str(message).split())
+            print(f"{prefix}: warning: {text}", file=sys.stderr if file is None else file)
+        else:
+            default(message, category, filename, lineno, file, line)
+
+    return show
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -43,10 +68,21 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "command", None):
         parser.print_help()
         return 1
+    prefix = f"wsi-cosynth {args.command}"
     try:
-        return int(args.run(args) or 0)
+        with warnings.catch_warnings(), strict_geometry(getattr(args, "strict_geometry", False)):
+            warnings.showwarning = _one_line_warning(prefix)
+            return int(args.run(args) or 0)
     except CosynthError as exc:
-        print(f"wsi-cosynth {args.command}: error: {exc}", file=sys.stderr)
+        print(f"{prefix}: error: {' '.join(str(exc).split())}", file=sys.stderr)  # always one line
+        return 2
+    except OSError as exc:
+        # The machine, not the input: no permission, disk full, read-only filesystem. Outputs are
+        # written under temporary names, so nothing half-written is left behind.
+        if exc.errno not in _RESOURCE_ERRNOS:
+            raise
+        where = exc.filename if exc.filename is not None else "output"
+        print(f"{prefix}: error: cannot write {where}: {exc.strerror or exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"wsi-cosynth {args.command}: interrupted", file=sys.stderr)

@@ -17,12 +17,31 @@ class CosynthError(Exception):
 
 def require_file(path: str | Path, what: str = "file") -> Path:
     """Return ``path`` as a Path, or raise CosynthError if it is not an existing file."""
+    import stat
+
     p = Path(path)
-    if not p.exists():
-        raise CosynthError(f"{what} not found: {p}")
-    if not p.is_file():
-        raise CosynthError(f"{what} is not a file: {p}")
+    try:
+        mode = p.stat().st_mode
+    except OSError as exc:
+        if p.is_symlink():
+            raise CosynthError(f"{what} {p} is a symbolic link that leads nowhere ({exc.strerror})") from None
+        raise CosynthError(f"{what} not found: {p}") from None
+    if not stat.S_ISREG(mode):
+        kind = "a directory" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else "not a regular file"
+        raise CosynthError(f"{what} is not a file: {p} ({kind})")
     return p
+
+
+def optional_file(path: str | Path, what: str = "file") -> Path | None:
+    """None when nothing is at ``path``; the path when it is a regular file; CosynthError otherwise.
+
+    For optional sidecars (taxonomy.json, info.csv, type_info.json...): one that exists but is a
+    FIFO, a directory or a looping link must not silently fall back to a default.
+    """
+    p = Path(path)
+    if not p.is_symlink() and not p.exists():
+        return None
+    return require_file(p, what)
 
 
 def require_dir(path: str | Path, what: str = "directory") -> Path:

@@ -87,15 +87,23 @@ class Taxonomy:
         return {"key": self.key, "names": list(self.names), "colors": [list(c) for c in self.colors]}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Taxonomy":
+    def from_dict(cls, d: dict, *, where: str = "taxonomy") -> "Taxonomy":
+        """The inverse of :meth:`to_dict`; CosynthError naming ``where`` for a malformed record."""
+        ok = (isinstance(d, dict) and isinstance(d.get("key"), str) and isinstance(d.get("names"), list)
+              and isinstance(d.get("colors"), list) and len(d["names"]) == len(d["colors"]) and len(d["names"]) > 0
+              and all(isinstance(n, str) and n for n in d["names"]) and len(set(d["names"])) == len(d["names"])
+              and all(isinstance(c, list) and len(c) == 3
+                      and all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 255 for v in c)
+                      for c in d["colors"]))
+        if not ok:
+            raise CosynthError(
+                f"{where}: malformed taxonomy record (expected {{key: str, names: [unique str, ...], "
+                f"colors: [[r, g, b] in 0..255, one per name]}}, got {str(d)[:80]})")
         try:
-            return cls(
-                key=str(d["key"]),
-                names=tuple(str(n) for n in d["names"]),
-                colors=tuple(tuple(int(v) for v in c) for c in d["colors"]),  # type: ignore[misc]
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise CosynthError(f"malformed taxonomy record {d!r}: {exc}") from None
+            return cls(key=d["key"], names=tuple(d["names"]),
+                       colors=tuple(tuple(c) for c in d["colors"]))  # type: ignore[arg-type]
+        except CosynthError as exc:
+            raise CosynthError(f"{where}: {exc}") from None
 
     @classmethod
     def from_names(cls, key: str, names: list[str]) -> "Taxonomy":

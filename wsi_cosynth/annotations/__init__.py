@@ -20,12 +20,16 @@ __all__ = ["AnnotationTable", "AnnotationWarning", "SIDECAR_SUFFIXES", "find_sid
 
 
 def find_sidecar(slide_path: str | Path) -> Path | None:
-    """The annotation file next to a slide with the same stem, or None."""
+    """The annotation file next to a slide with the same stem, or None.
+
+    A sidecar that exists but is not a regular file (a FIFO, a directory, a looping or dangling
+    symbolic link) is an error: falling back to no annotations would change the output silently.
+    """
     slide = Path(slide_path)
     for suffix in SIDECAR_SUFFIXES:
         candidate = slide.with_name(slide.stem + suffix)
-        if candidate.is_file():
-            return candidate
+        if candidate.is_symlink() or candidate.exists():
+            return require_file(candidate, "annotations")
     return None
 
 

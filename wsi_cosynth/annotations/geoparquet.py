@@ -39,7 +39,10 @@ def read_geoparquet(path: str | Path, *, role: str = "nuclei") -> AnnotationTabl
     if geo_col not in names:
         raise CosynthError(f"annotations {p}: no geometry column {geo_col!r} (columns: {', '.join(names)})")
     cls_col = next((c for c in CLASS_COLUMNS if c in names), None)
-    table = pf.read(columns=[geo_col] + ([cls_col] if cls_col else []))
+    try:
+        table = pf.read(columns=[geo_col] + ([cls_col] if cls_col else []))
+    except Exception as exc:  # noqa: BLE001 - pyarrow reports damaged pages as OSError/ArrowInvalid
+        raise CosynthError(f"annotations {p}: damaged Parquet data ({' '.join(str(exc).split())})") from None
     try:
         geoms = shapely.from_wkb(np.asarray(table.column(geo_col).to_numpy(zero_copy_only=False), dtype=object))
     except Exception as exc:  # noqa: BLE001

@@ -8,6 +8,7 @@ tables for its CoNSeP, PanNuke and MoNuSAC checkpoints are built in); 0 means "n
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import numpy as np
 from shapely.geometry import Point, Polygon
 
 from ..errors import CosynthError, require_file
+from ..validation import report_dropped, ring_problem
 from .table import AnnotationTable, make_table
 
 TYPE_TABLES: dict[str, dict[int, str]] = {
@@ -76,6 +78,7 @@ def read_hovernet_wsi(
         if not scale > 0:
             raise CosynthError(f"annotations {p}: 'mag' must be a positive magnification, got {proc_mag!r}")
     lookup = _type_lookup(type_names)
+    dropped: Counter = Counter()
     nuclei: list = []
     classes: list[str] = []
     for key, nuc in data["nuc"].items():
@@ -102,6 +105,12 @@ def read_hovernet_wsi(
             centroid = np.asarray(nuc["centroid"], dtype=np.float64).reshape(2) if nuc.get("centroid") is not None else None
         except (TypeError, ValueError):
             raise CosynthError(f"annotations {p}: nucleus {key} has a malformed contour or centroid") from None
+        # Both are the nucleus's geometry: either one damaged drops it (counted; strict: an error).
+        parts = [a for a in (contour, None if centroid is None else centroid[None]) if a is not None]
+        problem = next((q for q in (ring_problem(a, min_points=1) for a in parts) if q is not None), None)
+        if problem is not None:
+            dropped[problem] += 1
+            continue
         # HoVer-Net coordinates are pixel INDICES (pixel centres; the contour runs through the
         # centres of the boundary pixels, which cv2 fills too). In level-0 corner coordinates a
         # pixel index i is the square [i, i + 1]: shift by half a pixel, and grow the contour by
@@ -114,4 +123,5 @@ def read_hovernet_wsi(
         else:
             nuclei.append(None)
         classes.append(name)
+    report_dropped(f"annotations {p}", dropped)
     return make_table(nuclei, classes, source=p)

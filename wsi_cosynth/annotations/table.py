@@ -9,6 +9,7 @@ one :class:`AnnotationWarning` per file.
 from __future__ import annotations
 
 import warnings
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from shapely.geometry import GeometryCollection, MultiPolygon, Point, Polygon
 
 from ..errors import CosynthError
 from .repairs import repair_records
+from ..validation import describe, geometry_problems, raise_if_strict
 
 UNCLASSIFIED = "unclassified"
 
@@ -157,7 +159,10 @@ def clean_geometries(geoms: list | np.ndarray) -> tuple[np.ndarray, np.ndarray, 
     out = arr.copy()
     n_repaired = 0
     for i in np.flatnonzero(~valid & ~shapely.is_empty(arr)):
-        fixed = polygonal_part(shapely.make_valid(arr[i])) if not isinstance(arr[i], Point) else None
+        try:
+            fixed = polygonal_part(shapely.make_valid(arr[i])) if not isinstance(arr[i], Point) else None
+        except shapely.errors.GEOSException:  # e.g. a mixed-dimension collection: not repairable
+            fixed = None
         if fixed is not None and fixed.area > 0:
             out[i] = fixed
             valid[i] = True
@@ -177,10 +182,14 @@ def make_table(
     """Build an :class:`AnnotationTable`, repairing/skipping bad geometries with one warning."""
     if len(nuclei) != len(classes):
         raise CosynthError(f"annotations {source}: {len(nuclei)} geometries but {len(classes)} class names")
+    # One validation layer: non-finite, absurd or degenerate geometry is dropped and counted (an
+    # error under strict_geometry) before shapely sees it; GEOS cannot orient NaN rings.
+    reasons: Counter = Counter()
+    nuclei = _drop_unusable(nuclei, reasons)
     geo, keep, n_rep, n_skip = clean_geometries(nuclei)
     repairs = repair_records(nuclei, geo, keep, str(source)) if n_rep else ()
     cls = np.asarray([str(c) for c in classes], dtype=object)[keep] if len(keep) else np.zeros(0, dtype=object)
-    reg_in = list(regions or [])
+    reg_in = _drop_unusable(list(regions or []), reasons)
     reg, rkeep, r_rep, r_skip = clean_geometries(reg_in)
     reg_poly = shapely.get_type_id(reg) != 0 if len(reg) else np.zeros(0, dtype=bool)
     names = np.asarray([str(n) for n in (region_names or [])], dtype=object)
@@ -188,10 +197,15 @@ def make_table(
     reg = reg[reg_poly]
     n_rep += r_rep
     n_skip += r_skip + int((~reg_poly).sum())
+    n_bad = sum(reasons.values())
+    if n_skip > n_bad:
+        reasons["not a polygon or point"] += n_skip - n_bad
+    raise_if_strict(f"annotations {source}", reasons)
     if n_rep or n_skip:
         warnings.warn(
             f"annotations {source}: {n_rep} invalid polygon(s) repaired with make_valid, "
-            f"{n_skip} unusable geometr{'y' if n_skip == 1 else 'ies'} skipped",
+            f"{n_skip} unusable geometr{'y' if n_skip == 1 else 'ies'} skipped"
+            + (f" ({describe(reasons)})" if n_skip else ""),
             AnnotationWarning,
             stacklevel=3,
         )
@@ -200,3 +214,16 @@ def make_table(
     table.repairs = repairs  # which nuclei make_valid changed (annotations/repairs.py)
     table.n_read = len(nuclei)
     return table
+
+
+def _drop_unusable(geoms: list | np.ndarray, reasons: Counter) -> list:
+    """``geoms`` with unusable ones (see :mod:`wsi_cosynth.validation`) replaced by None, counted."""
+    problems = geometry_problems(geoms)
+    bad = np.flatnonzero(problems != None)  # noqa: E711 - elementwise on an object array
+    if not len(bad):
+        return list(geoms)
+    reasons.update(problems[bad].tolist())
+    out = list(geoms)
+    for i in bad:
+        out[i] = None
+    return out

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from ..atomic import atomic_path
-from ..errors import CosynthError, require_file
+from ..errors import CosynthError, optional_file, require_file
 from ..records import LabelledTile
 from ..taxonomy import Taxonomy, class_mapping
 
@@ -28,6 +28,9 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 # The largest instance count any format here may carry per tile; all maps are int32.
 MAX_INSTANCES = int(np.iinfo(np.int32).max)
 TAXONOMY_FILE = "taxonomy.json"
+# Dataset tiles: a 1 x 1 image is damage, and a header claiming gigapixels is a decompression bomb.
+MIN_IMAGE_SIDE = 2
+MAX_IMAGE_PIXELS = 16384 * 16384
 
 
 # ----------------------------------------------------------------------------------------- loading
@@ -38,13 +41,30 @@ def load_image(path: str | Path) -> np.ndarray:
     p = require_file(path, "image")
     try:
         with Image.open(p) as im:
+            _check_image_size(p, im.size)
             im.load()
             if im.mode not in ("RGB",):
                 im = im.convert("RGB")
             arr = np.asarray(im, dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+    except Image.DecompressionBombError as exc:  # a header claiming billions of pixels
+        raise CosynthError(f"image {p} is too large to decode: {exc}") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError) as exc:
         raise CosynthError(f"image {p} cannot be read: {exc}") from None
+    if arr.ndim != 3 or arr.shape[2] != 3:
+        raise CosynthError(f"image {p} cannot be read as RGB (decoded shape {arr.shape})")
     return arr
+
+
+def _check_image_size(path: Path, size_wh: tuple[int, int]) -> None:
+    """A dataset tile is at least MIN_IMAGE_SIDE px a side and at most MAX_IMAGE_PIXELS pixels."""
+    w, h = int(size_wh[0]), int(size_wh[1])
+    if min(w, h) < MIN_IMAGE_SIDE:
+        raise CosynthError(f"image {path} is {w} x {h} px: a degenerate tile (at least {MIN_IMAGE_SIDE} px a side)")
+    if w * h > MAX_IMAGE_PIXELS:
+        raise CosynthError(
+            f"image {path} claims {w} x {h} px ({w * h / 1e6:.0f} Mpx), more than a dataset tile may have "
+            f"({MAX_IMAGE_PIXELS / 1e6:.0f} Mpx); whole slides are read with --slide"
+        )
 
 
 def save_png(path: Path, image: np.ndarray) -> None:
@@ -81,12 +101,19 @@ def load_mat(path: str | Path) -> dict[str, np.ndarray]:
 
 def load_json(path: str | Path) -> Any:
     """JSON (bare NaN/Infinity accepted, as QuPath 0.4 writes them); errors name the file."""
+    from ..validation import MAX_JSON_DEPTH, json_depth_ok
+
     p = require_file(path, "JSON file")
     try:
         with open(p, "rb") as fh:
-            return json.loads(fh.read().decode("utf-8"))
-    except (ValueError, UnicodeDecodeError, OSError) as exc:
-        raise CosynthError(f"{p} is not valid JSON: {exc}") from None
+            raw = fh.read()
+        if not json_depth_ok(raw):
+            raise CosynthError(f"{p}: JSON nested deeper than {MAX_JSON_DEPTH} levels (no format here needs that)")
+        return json.loads(raw.decode("utf-8"))
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise CosynthError(f"{p} is not valid JSON: {type(exc).__name__}: {exc}") from None
+    except OSError as exc:
+        raise CosynthError(f"{p} cannot be read: {exc.strerror or exc}") from None
 
 
 def require_key(data: dict, key: str, path: Path | str, what: str = "key") -> Any:
@@ -121,15 +148,17 @@ def list_stems(folder: Path, suffixes: tuple[str, ...]) -> dict[str, Path]:
     out: dict[str, Path] = {}
     if folder.is_dir():
         for p in sorted(folder.iterdir()):
-            if p.is_file() and p.suffix.lower() in suffixes and not p.name.startswith("."):
-                out.setdefault(p.stem, p)
+            if p.suffix.lower() in suffixes and not p.name.startswith("."):
+                # A name that says "tile" but is a directory, FIFO or dangling link is an error,
+                # not a tile that silently vanishes.
+                out.setdefault(p.stem, require_file(p, "dataset file"))
     return out
 
 
 def read_taxonomy_file(folder: Path) -> Taxonomy | None:
     """The taxonomy a dataset written by this package recorded beside its files, if any."""
     p = folder / TAXONOMY_FILE
-    return Taxonomy.from_dict(load_json(p)) if p.is_file() else None
+    return Taxonomy.from_dict(load_json(p)) if optional_file(p, "taxonomy file") else None
 
 
 def write_taxonomy_file(folder: Path, taxonomy: Taxonomy, note: str | None = None, *, extra: dict | None = None) -> None:

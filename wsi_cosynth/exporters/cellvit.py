@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import CosynthError, require_dir
+from ..errors import CosynthError, optional_file, require_dir
 from ..records import LabelledTile, Provenance
 from ..taxonomy import BUILTIN, Taxonomy, get_taxonomy, normalise_name
 from ._common import IMAGE_SUFFIXES, as_instance_map, list_stems, load_image, load_npy
@@ -54,7 +54,7 @@ def _taxonomy(path: Path) -> tuple[Taxonomy, dict[int, int]]:
     import yaml
 
     for p in (path / "label_map.yaml", path.parent / "label_map.yaml"):
-        if p.is_file():
+        if optional_file(p, "CellViT label map"):
             try:
                 raw = yaml.safe_load(p.read_text())
                 mapping = {int(k): str(v) for k, v in raw.items() if int(k) > 0}

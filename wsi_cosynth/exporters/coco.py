@@ -25,7 +25,7 @@ left with no pixel is dropped. :func:`read_coco_labels` gives the labels without
 from __future__ import annotations
 
 import json
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,11 +33,12 @@ from typing import Any, Literal
 
 import numpy as np
 
-from ..errors import CosynthError
+from ..errors import CosynthError, optional_file
 from ..geometry import instance_bboxes, mask_to_polygons, rasterize_polygon
-from ..records import LabelledTile, Provenance, SlidePlacement, relabel_contiguous
+from ..records import LabelledTile, Provenance, relabel_contiguous
 from ..taxonomy import Taxonomy
-from ._common import DatasetWriter, load_image, load_json, write_taxonomy_file
+from ..validation import placement_from, provenance_from, report_dropped, ring_problem
+from ._common import MIN_IMAGE_SIDE, DatasetWriter, load_image, load_json, write_taxonomy_file
 from ._rle import decode_counts_string, paint_counts, uncompressed_rles
 
 ANNOTATIONS = "annotations.json"
@@ -164,6 +165,9 @@ def _taxonomy(categories: list[dict], path: Path) -> tuple[Taxonomy, dict[int, i
     for c in categories:
         if not isinstance(c, dict) or not isinstance(c.get("id"), int):
             raise CosynthError(f"{path}: every category needs an integer 'id', got {c!r:.80}")
+    ids = [c["id"] for c in categories]
+    if len(set(ids)) != len(ids):
+        raise CosynthError(f"{path}: duplicate category id {next(i for i in ids if ids.count(i) > 1)}")
     cats = sorted(categories, key=lambda c: int(c["id"]))
     names = [str(c.get("name", f"category_{c['id']}")) for c in cats]
     colors = []
@@ -172,7 +176,7 @@ def _taxonomy(categories: list[dict], path: Path) -> tuple[Taxonomy, dict[int, i
         ok = isinstance(col, list) and len(col) == 3 and all(isinstance(v, int) for v in col)
         colors.append(tuple(col) if ok else Taxonomy.from_names("x", names).colors[i])
     stored = path.parent / "taxonomy.json"
-    key = Taxonomy.from_dict(load_json(stored)).key if stored.is_file() else path.stem
+    key = Taxonomy.from_dict(load_json(stored)).key if optional_file(stored, "taxonomy file") else path.stem
     tax = Taxonomy(key=key, names=tuple(names), colors=tuple(colors))  # type: ignore[arg-type]
     return tax, {int(c["id"]): i + 1 for i, c in enumerate(cats)}
 
@@ -185,39 +189,91 @@ def read_coco_labels(path: str | Path) -> Iterator[CocoImageLabels]:
         data = _from_results(data, p)
     if not isinstance(data, dict):
         raise CosynthError(f"{p}: a COCO file must be a JSON object with images/annotations/categories")
-    for key in ("images", "annotations", "categories"):
-        if key not in data:
-            raise CosynthError(f"{p}: missing key {key!r} (found: {sorted(data)})")
+    _check_structure(data, p)
     taxonomy, cat_to_class = _taxonomy(data["categories"], p)
     by_image: dict[Any, list[dict]] = defaultdict(list)
     for ann in data["annotations"]:
         by_image[ann.get("image_id")].append(ann)
+    reasons: Counter = Counter()
     for record in data["images"]:
-        try:
-            h, w = int(record["height"]), int(record["width"])
-        except (KeyError, TypeError, ValueError):
-            raise CosynthError(f"{p}: image {record.get('id')!r} lacks an integer height/width") from None
+        h, w = record["height"], record["width"]
         inst = np.zeros(h * w, dtype=np.int64)  # Fortran-flat, as RLE runs are
         classes: list[int] = []
         for ann in by_image.get(record.get("id"), []):
-            if int(ann.get("iscrowd", 0)):
+            if ann.get("iscrowd", 0):
                 continue
             cat = ann.get("category_id")
             if cat not in cat_to_class:
                 raise CosynthError(f"{p}: annotation {ann.get('id')} has category_id {cat!r} not in categories")
             k = len(classes) + 1
-            if _paint(inst, ann.get("segmentation"), h, w, k, p, ann.get("id")):
+            if _paint(inst, ann.get("segmentation"), h, w, k, p, ann.get("id"), reasons):
                 classes.append(cat_to_class[cat])
         grid = inst.reshape((h, w), order="F")
         cls_by_id = np.concatenate([[0], classes]).astype(np.int64)
         new, new_classes = relabel_contiguous(grid, cls_by_id)
         yield CocoImageLabels(record=record, instances=new, classes=new_classes, taxonomy=taxonomy)
+    report_dropped(p, reasons, what="polygon")
 
 
-def _paint(flat: np.ndarray, seg: Any, h: int, w: int, value: int, path: Path, ann_id: Any) -> bool:
+# Ids are JSON integers that survive a round trip through a float64 (JavaScript, pandas).
+_MAX_ID = 2**53
+
+
+def _is_id(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= _MAX_ID
+
+
+def _check_structure(data: dict, path: Path) -> None:
+    """The COCO validation layer: the shape of every record before any is used.
+
+    images: objects with a unique integer ``id``, integer ``height``/``width`` in
+    [MIN_IMAGE_SIDE, 16384]; annotations: objects with a unique integer ``id``, an ``image_id``
+    of a listed image, ``iscrowd`` 0/1; categories: a list (checked by ``_taxonomy``).
+    """
+    for key in ("images", "annotations", "categories"):
+        if key not in data:
+            raise CosynthError(f"{path}: missing key {key!r} (found: {sorted(data)[:12]})")
+        if not isinstance(data[key], list):
+            raise CosynthError(f"{path}: {key!r} must be a list, got {type(data[key]).__name__}")
+    image_ids: set[int] = set()
+    for i, rec in enumerate(data["images"]):
+        if not isinstance(rec, dict):
+            raise CosynthError(f"{path}: images[{i}] must be an object, got {type(rec).__name__}")
+        if not _is_id(rec.get("id")):
+            raise CosynthError(f"{path}: images[{i}] has id {rec.get('id')!r:.40}, not an integer in 0..2^53")
+        if rec["id"] in image_ids:
+            raise CosynthError(f"{path}: duplicate image id {rec['id']}")
+        image_ids.add(rec["id"])
+        for side in ("height", "width"):
+            v = rec.get(side)
+            if not (isinstance(v, int) and not isinstance(v, bool) and MIN_IMAGE_SIDE <= v <= 16384):
+                raise CosynthError(
+                    f"{path}: image {rec['id']} has {side} {v!r:.40}, not an integer in {MIN_IMAGE_SIDE}..16384")
+        name = rec.get("file_name")
+        if name is not None and not isinstance(name, str):
+            raise CosynthError(f"{path}: image {rec['id']} has file_name {name!r:.40}, not a string")
+    ann_ids: set[int] = set()
+    for i, ann in enumerate(data["annotations"]):
+        if not isinstance(ann, dict):
+            raise CosynthError(f"{path}: annotations[{i}] must be an object, got {type(ann).__name__}")
+        if not _is_id(ann.get("id")):
+            raise CosynthError(f"{path}: annotations[{i}] has id {ann.get('id')!r:.40}, not an integer in 0..2^53")
+        if ann["id"] in ann_ids:
+            raise CosynthError(f"{path}: duplicate annotation id {ann['id']}")
+        ann_ids.add(ann["id"])
+        if not _is_id(ann.get("image_id")) or ann["image_id"] not in image_ids:
+            raise CosynthError(f"{path}: annotation {ann['id']} has image_id {ann.get('image_id')!r:.40}, not a listed image")
+        if not _is_id(ann.get("category_id")):
+            raise CosynthError(f"{path}: annotation {ann['id']} has category_id {ann.get('category_id')!r:.40}, not an integer")
+        if ann.get("iscrowd", 0) not in (0, 1) or isinstance(ann.get("iscrowd", 0), float):
+            raise CosynthError(f"{path}: annotation {ann['id']} has iscrowd {ann.get('iscrowd')!r:.40} (0 or 1)")
+
+
+def _paint(flat: np.ndarray, seg: Any, h: int, w: int, value: int, path: Path, ann_id: Any, reasons: Counter) -> bool:
+    """Paint one annotation's mask with ``value``; polygons with unusable geometry are counted in ``reasons``."""
     if isinstance(seg, dict) and "counts" in seg:
         size = seg.get("size")
-        if list(size or []) != [h, w]:
+        if not isinstance(size, list) or size != [h, w]:
             raise CosynthError(f"{path}: annotation {ann_id} RLE size {size} != image [height, width] [{h}, {w}]")
         try:
             counts = seg["counts"]
@@ -231,7 +287,13 @@ def _paint(flat: np.ndarray, seg: Any, h: int, w: int, value: int, path: Path, a
         polys = []
         for part in seg:
             if isinstance(part, list) and len(part) >= 6 and len(part) % 2 == 0:
+                if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in part):
+                    raise CosynthError(f"{path}: annotation {ann_id} has a polygon with non-numeric coordinates")
                 xy = np.asarray(part, dtype=np.float64).reshape(-1, 2)
+                problem = ring_problem(xy, bounds_xy=(-1.0, -1.0, w + 1.0, h + 1.0))
+                if problem is not None:
+                    reasons[problem] += 1
+                    continue
                 poly = shapely.make_valid(shapely.Polygon(xy))
                 polys.append(poly)
         if not polys:
@@ -255,7 +317,12 @@ def _from_results(results: list, path: Path) -> dict:
         seg = ann.get("segmentation") if isinstance(ann, dict) else None
         if not (isinstance(seg, dict) and "size" in seg):
             raise CosynthError(f"{path}: a results list needs RLE segmentations with 'size'")
-        h, w = (int(v) for v in seg["size"])
+        size = seg["size"]
+        if not (isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) for v in size)):
+            raise CosynthError(f"{path}: RLE 'size' must be [height, width], got {size!r:.40}")
+        if not (_is_id(ann.get("image_id")) and _is_id(ann.get("category_id"))):
+            raise CosynthError(f"{path}: a result needs integer image_id and category_id, got {ann!r:.60}")
+        h, w = size
         images.setdefault(ann["image_id"], {"id": ann["image_id"], "height": h, "width": w, "file_name": None})
         cats.add(int(ann["category_id"]))
     anns = [dict(a, id=i + 1) for i, a in enumerate(results)]
@@ -265,8 +332,10 @@ def _from_results(results: list, path: Path) -> dict:
 
 def count(path: Path) -> int:
     data = load_json(_json_path(path))
-    if not isinstance(data, dict) or "images" not in data:
-        raise CosynthError(f"{_json_path(path)}: missing key 'images'")
+    if isinstance(data, list):
+        return len({a.get("image_id") for a in data if isinstance(a, dict)})
+    if not isinstance(data, dict) or not isinstance(data.get("images"), list):
+        raise CosynthError(f"{_json_path(path)}: missing key 'images' (a list of image records)")
     return len(data["images"])
 
 
@@ -286,10 +355,12 @@ def read(path: Path, *, images_dir: str | Path | None = None) -> Iterator[Labell
                 f"{image_path}: image shape {image.shape[:2]} != COCO height/width {labels.instances.shape}"
             )
         meta = rec.get("wsi_cosynth") or {}
+        where = f"{p}: image {rec['id']}"
+        if not isinstance(meta, dict):
+            raise CosynthError(f"{where}: 'wsi_cosynth' must be an object")
         prov = meta.get("provenance")
-        provenance = Provenance.from_dict(prov) if prov else Provenance(name=Path(name).stem, source=str(image_path))
-        pl = meta.get("placement")
-        placement = SlidePlacement(float(pl["x0"]), float(pl["y0"]), float(pl["scale"])) if pl else None
+        provenance = provenance_from(prov, where) if prov else Provenance(name=Path(name).stem, source=str(image_path))
+        placement = placement_from(meta.get("placement") or None, where)
         yield LabelledTile(
             image=image,
             instances=labels.instances,

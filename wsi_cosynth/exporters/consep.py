@@ -85,6 +85,7 @@ def _pairs(root: Path) -> list[tuple[str, Path, Path, Path | None]]:
     if (root / "inst").is_dir():
         insts = list_stems(root / "inst", (".npy",))
         mats = list_stems(root / "type_mat", (".mat",))
+        _no_orphans(insts, images, _image_dir(root))
         for stem, img in images.items():
             if stem not in insts:
                 raise CosynthError(f"{root / 'inst'}: no instance map {stem}.npy for image {img.name}")
@@ -96,11 +97,44 @@ def _pairs(root: Path) -> list[tuple[str, Path, Path, Path | None]]:
     if label_dir is None:
         raise CosynthError(f"{root}: neither inst/ + type_mat/ nor labels/ with .mat files")
     mats = list_stems(label_dir, (".mat",))
+    _no_orphans(mats, images, _image_dir(root))
     for stem, img in images.items():
         if stem not in mats:
             raise CosynthError(f"{label_dir}: no label file {stem}.mat for image {img.name}")
         out.append((stem, img, mats[stem], None))
     return out
+
+
+def _no_orphans(labels: dict[str, Path], images: dict[str, Path], image_dir: Path) -> None:
+    """A label whose image is missing is an error: the tile must not vanish from the dataset."""
+    orphans = [p for stem, p in labels.items() if stem not in images]
+    if orphans:
+        more = f" (and {len(orphans) - 1} more)" if len(orphans) > 1 else ""
+        raise CosynthError(f"{orphans[0]}: no image {orphans[0].stem}.png/.jpg in {image_dir}{more}")
+
+
+def _numeric(value: np.ndarray, path: Path, key: str, *, integer: bool = True) -> np.ndarray:
+    """``value`` as a finite numeric array (integer-valued when ``integer``); CosynthError otherwise."""
+    a = np.asarray(value)
+    if a.dtype.kind not in "iubf":
+        raise CosynthError(f"{path}: {key} must be a numeric array, got MATLAB {a.dtype} (cell or struct array?)")
+    if a.dtype.kind == "f" and (not np.isfinite(a).all() or (integer and not np.all(a == np.round(a)))):
+        raise CosynthError(f"{path}: {key} holds {'non-integer' if integer else 'non-finite'} values")
+    return a
+
+
+def _check_centroids(mat: dict[str, np.ndarray], n: int, shape: tuple[int, int], path: Path) -> None:
+    """``inst_centroid`` (N, 2) (x, y), when present: one finite row per type row, inside the image."""
+    if "inst_centroid" not in mat:
+        return
+    c = _numeric(mat["inst_centroid"], path, "inst_centroid", integer=False).astype(np.float64)
+    if c.size == 0 and n == 0:
+        return
+    if c.ndim != 2 or c.shape[1] != 2 or len(c) != n:
+        raise CosynthError(f"{path}: inst_centroid must be ({n}, 2) (x, y) rows, got shape {c.shape}")
+    h, w = shape
+    if c.min() < 0 or (c[:, 0] > w).any() or (c[:, 1] > h).any():
+        raise CosynthError(f"{path}: inst_centroid holds points outside the {w} x {h} image (negative or too large)")
 
 
 def count(path: Path) -> int:
@@ -187,7 +221,8 @@ def instances_and_types(
 
 def _type_by_id(inst: np.ndarray, ids: np.ndarray, mat: dict[str, np.ndarray], path: Path) -> dict[int, int]:
     if "inst_type" in mat:
-        t = np.asarray(mat["inst_type"])
+        t = _numeric(mat["inst_type"], path, "inst_type")
+        _check_centroids(mat, len(t) if t.ndim == 2 and t.shape[1] == 2 else t.size, inst.shape, path)
         if t.size == 0:
             if len(ids):
                 raise CosynthError(f"{path}: inst_type is empty but the instance map has {len(ids)} nuclei")
@@ -198,7 +233,7 @@ def _type_by_id(inst: np.ndarray, ids: np.ndarray, mat: dict[str, np.ndarray], p
         else:
             types = np.squeeze(t).reshape(-1).astype(np.int64)
             if "inst_uid" in mat:
-                row_ids = np.squeeze(mat["inst_uid"]).reshape(-1).astype(np.int64)
+                row_ids = np.squeeze(_numeric(mat["inst_uid"], path, "inst_uid")).reshape(-1).astype(np.int64)
             elif len(types) == len(ids):
                 row_ids = ids
             elif len(ids) and len(types) == int(ids.max()):

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,10 +42,11 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import CosynthError, require_dir
+from ..errors import CosynthError, optional_file, require_dir
 from ..geometry import instance_bboxes, mask_to_polygons, rasterize_polygon
-from ..records import LabelledTile, Provenance, SlidePlacement, relabel_contiguous
+from ..records import LabelledTile, Provenance, relabel_contiguous
 from ..taxonomy import Taxonomy
+from ..validation import geometry_problems, placement_from, provenance_from, report_dropped
 from ._common import DatasetWriter, IMAGE_SUFFIXES, list_stems, load_image, load_json
 
 UNCLASSIFIED = "unclassified"
@@ -289,12 +291,14 @@ def _add_feature(table: NucleiTable, feat: dict, path: Path) -> None:
 
 def _entries(path: Path) -> tuple[list[dict], Taxonomy | None]:
     require_dir(path, "GeoJSON dataset")
-    if (path / "index.json").is_file():
-        index = load_json(path / "index.json")
-        try:
-            return list(index["tiles"]), Taxonomy.from_dict(index["taxonomy"])
-        except (KeyError, TypeError):
-            raise CosynthError(f"{path / 'index.json'}: expected keys 'tiles' and 'taxonomy'") from None
+    index_path = path / "index.json"
+    if optional_file(index_path, "GeoJSON dataset index"):
+        index = load_json(index_path)
+        if not isinstance(index, dict) or not isinstance(index.get("tiles"), list) or "taxonomy" not in index:
+            raise CosynthError(f"{index_path}: expected an object with 'tiles' (a list) and 'taxonomy'")
+        for i, entry in enumerate(index["tiles"]):
+            _check_entry(entry, f"{index_path}: tiles[{i}]")
+        return index["tiles"], Taxonomy.from_dict(index["taxonomy"], where=str(index_path))
     images = list_stems(path / "images" if (path / "images").is_dir() else path, IMAGE_SUFFIXES)
     feats = {**list_stems(path, (".geojson", ".json")), **list_stems(path / "tiles", (".geojson", ".json"))}
     entries = []
@@ -305,6 +309,23 @@ def _entries(path: Path) -> tuple[list[dict], Taxonomy | None]:
     if not entries:
         raise CosynthError(f"{path}: no index.json and no image + .geojson pairs")
     return entries, None
+
+
+def _check_entry(entry: Any, where: str) -> None:
+    """One index.json tile record: names and relative paths as strings, size and placement sane."""
+    if not isinstance(entry, dict):
+        raise CosynthError(f"{where}: must be an object, got {type(entry).__name__}")
+    for key in ("name", "image", "geojson"):
+        v = entry.get(key)
+        if not isinstance(v, str) or not v:
+            raise CosynthError(f"{where}: {key!r} must be a non-empty string, got {str(v)[:40]!r}")
+    size = entry.get("size")
+    if size is not None and not (isinstance(size, list) and len(size) == 2
+                                 and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in size)):
+        raise CosynthError(f"{where}: 'size' must be [height, width] positive integers, got {str(size)[:40]}")
+    placement_from(entry.get("placement"), where)
+    if entry.get("provenance") is not None:
+        provenance_from(entry["provenance"], where)
 
 
 def count(path: Path) -> int:
@@ -327,13 +348,18 @@ def read(path: Path) -> Iterator[LabelledTile]:
             )
         image = load_image(path / entry["image"])
         h, w = image.shape[:2]
-        pl = entry.get("placement")
-        placement = SlidePlacement(float(pl["x0"]), float(pl["y0"]), float(pl["scale"])) if pl else None
+        if entry.get("size") is not None and list(entry["size"]) != [h, w]:
+            raise CosynthError(f"{path / entry['image']}: image is {h} x {w} px but index.json records {entry['size']}")
+        placement = placement_from(entry.get("placement"), str(path / "index.json"))
         offset, scale = ((placement.x0, placement.y0), placement.scale) if placement else ((0.0, 0.0), 1.0)
+        # Vertices on the pixel-corner grid lie in [0, W] x [0, H] of the tile (one pixel of slack).
+        bounds = (offset[0] - scale, offset[1] - scale, offset[0] + (w + 1) * scale, offset[1] + (h + 1) * scale)
+        problems = geometry_problems(table.geometries, bounds_xy=bounds)
+        report_dropped(gj, Counter(p for p in problems if p is not None))
         inst = np.zeros((h, w), dtype=np.int64)
         cls_by_id = [0]
-        for geom, name in zip(table.geometries, table.class_names):
-            if geom.geom_type not in ("Polygon", "MultiPolygon"):
+        for geom, name, problem in zip(table.geometries, table.class_names, problems):
+            if geom.geom_type not in ("Polygon", "MultiPolygon") or problem is not None:
                 continue
             mask = rasterize_polygon(geom, (h, w), offset_xy=offset, scale=scale)
             if mask.any():
@@ -346,6 +372,6 @@ def read(path: Path) -> Iterator[LabelledTile]:
             instances=new,
             classes=classes,
             taxonomy=taxonomy,
-            provenance=Provenance.from_dict(prov) if prov else Provenance(name=entry["name"], source=str(gj)),
+            provenance=provenance_from(prov, str(path / "index.json")) if prov else Provenance(name=entry["name"], source=str(gj)),
             placement=placement,
         )

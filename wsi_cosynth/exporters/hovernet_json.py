@@ -7,19 +7,25 @@ as PanNuke's (the type table HoVer-Net master ships). Each file is
 ``{"mag": ..., "nuc": {"<id>": {"bbox", "centroid", "contour", "type_prob", "type"}}}`` with
 ``contour`` the (x, y) pixel indices of boundary pixels (cv2, not closed). A nucleus is filled
 as cv2 fills its contour: pixels inside the polygon through the pixel centres plus the pixels on
-its outline. Nuclei are painted in id order; type 0 or null (unlabelled) is an error.
+its outline. Nuclei are painted in id order; type 0 or null (unlabelled) is an error. A contour
+point that is not a finite pixel index inside the image drops its nucleus with a counted warning
+(an error under ``--strict-geometry``; :mod:`wsi_cosynth.validation`); one- and two-point contours
+are HoVer-Net's outlines of one- and two-pixel nuclei and are kept.
 """
 
 from __future__ import annotations
 
+import json
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
-from ..errors import CosynthError, require_dir
+from ..errors import CosynthError, optional_file, require_dir
 from ..records import LabelledTile, Provenance, relabel_contiguous
 from ..taxonomy import Taxonomy, get_taxonomy
+from ..validation import report_dropped, ring_problem
 from ._common import IMAGE_SUFFIXES, list_stems, load_image, load_json
 
 # HoVer-Net's abbreviated PanNuke names (type_info.json) -> our class names.
@@ -45,12 +51,18 @@ def _pairs(path: Path) -> list[tuple[str, Path, Path]]:
 
 def _taxonomy(path: Path) -> Taxonomy:
     for p in (path / "type_info.json", path.parent / "type_info.json"):
-        if p.is_file():
+        if optional_file(p, "HoVer-Net type table"):
             info = load_json(p)
             try:
-                items = sorted((int(k), v[0]) for k, v in info.items() if int(k) > 0)
-            except (AttributeError, TypeError, ValueError, IndexError):
-                raise CosynthError(f"{p}: expected {{\"id\": [name, [r, g, b]]}}") from None
+                items = sorted((int(k), v) for k, v in info.items() if int(k) > 0)
+            except (AttributeError, TypeError, ValueError):
+                raise CosynthError(f"{p}: expected {{\"id\": [name, [r, g, b]]}} with integer ids") from None
+            for k, v in items:
+                if not (isinstance(v, list) and v and isinstance(v[0], str) and v[0].strip()):
+                    raise CosynthError(f"{p}: type {k} must be [name, [r, g, b]], got {json.dumps(v)[:60]}")
+            if [k for k, _ in items] != list(range(1, len(items) + 1)):
+                raise CosynthError(f"{p}: type ids must be 1..K without gaps, got {[k for k, _ in items]}")
+            items = [(k, v[0]) for k, v in items]
             names = [_ABBREV.get(str(n), str(n)) for _, n in items]
             if names == list(get_taxonomy("pannuke").names):
                 return get_taxonomy("pannuke")
@@ -72,14 +84,21 @@ def nuclei_to_instances(nuc: dict, shape: tuple[int, int], path: Path) -> tuple[
         items = sorted(nuc.items(), key=lambda kv: int(kv[0]))
     except (AttributeError, ValueError):
         raise CosynthError(f"{path}: 'nuc' must map integer ids to nuclei") from None
+    reasons: Counter = Counter()
+    h, w = shape
     for key, rec in items:
-        try:
-            xy = np.asarray(rec["contour"], dtype=np.float64).reshape(-1, 2)
-            t = rec.get("type")
-        except (KeyError, TypeError, ValueError):
-            raise CosynthError(f"{path}: nucleus {key} lacks a valid 'contour'") from None
-        if len(xy) == 0:
-            raise CosynthError(f"{path}: nucleus {key} has an empty 'contour'")
+        if not isinstance(rec, dict) or "contour" not in rec:
+            raise CosynthError(f"{path}: nucleus {key} lacks a valid 'contour'")
+        t = rec.get("type")
+        contour = rec["contour"]
+        if not isinstance(contour, list) or not contour:
+            raise CosynthError(f"{path}: nucleus {key} has an empty or malformed 'contour'")
+        # Contour points are pixel indices, so they lie in [0, W - 1] x [0, H - 1].
+        problem = ring_problem([_pair(v) for v in contour], bounds_xy=(0, 0, w - 1, h - 1), min_points=1)
+        if problem is not None:
+            reasons[problem] += 1
+            continue
+        xy = np.asarray(contour, dtype=np.float64).reshape(-1, 2)
         try:
             t = None if t is None else int(t)
         except (TypeError, ValueError):
@@ -96,7 +115,15 @@ def nuclei_to_instances(nuc: dict, shape: tuple[int, int], path: Path) -> tuple[
         inst[rr, cc] = value
         inst[pr[keep], pc[keep]] = value
         types.append(int(t))
+    report_dropped(path, reasons)
     return relabel_contiguous(inst, np.asarray(types))
+
+
+def _pair(v: object) -> object:
+    """A contour point as (x, y) when it is a pair of plain numbers, else a marker ring_problem rejects."""
+    if isinstance(v, list) and len(v) == 2 and all(isinstance(c, (int, float)) and not isinstance(c, bool) for c in v):
+        return v
+    return [float("nan"), float("nan")]
 
 
 def read(path: Path) -> Iterator[LabelledTile]:

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import CosynthError, require_dir
+from ..errors import CosynthError, optional_file, require_dir
 from ..geometry import instance_bboxes
 from ..records import LabelledTile, Provenance, relabel_contiguous
 from ..taxonomy import Taxonomy, get_taxonomy
@@ -154,11 +154,22 @@ def read(path: Path) -> Iterator[LabelledTile]:
     taxonomy = read_taxonomy_file(path) or get_taxonomy("lizard")
     sources: dict[str, str] = {}
     info = path / "info.csv"
-    if info.is_file():
-        with open(info, newline="") as fh:
-            for row in csv.DictReader(fh):
-                if row.get("Filename"):
-                    sources[row["Filename"]] = row.get("Source") or ""
+    if optional_file(info, "Lizard info file"):
+        try:
+            with open(info, newline="", encoding="utf-8") as fh:
+                reader = csv.DictReader(fh)
+                if not reader.fieldnames or "Filename" not in reader.fieldnames:
+                    raise CosynthError(f"{info}: no 'Filename' column (header: {reader.fieldnames})")
+                for row in reader:
+                    if None in row or None in row.values():  # more or fewer fields than the header
+                        raise CosynthError(f"{info}: line {reader.line_num} does not have the header's "
+                                           f"{len(reader.fieldnames)} fields")
+                    if row["Filename"]:
+                        sources[row["Filename"]] = row.get("Source") or ""
+        except UnicodeDecodeError as exc:
+            raise CosynthError(f"{info} is not UTF-8 text (byte {exc.start}: {exc.reason})") from None
+        except csv.Error as exc:
+            raise CosynthError(f"{info} is not a readable CSV file: {exc}") from None
     for stem, image_path, label_path in _pairs(path):
         image = load_image(image_path)
         inst, classes = read_lizard_label(label_path, image.shape[:2])

@@ -33,9 +33,10 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from ..errors import CosynthError, require_dir
-from ..records import LabelledTile, Provenance, SlidePlacement, relabel_contiguous
+from ..errors import CosynthError, optional_file, require_dir
+from ..records import LabelledTile, Provenance, relabel_contiguous
 from ..taxonomy import Taxonomy, get_taxonomy
+from ..validation import placement_from, provenance_from
 from ._common import DatasetWriter, load_json, load_npy, read_taxonomy_file, write_taxonomy_file
 
 N_CLASS_CHANNELS = 5
@@ -114,7 +115,7 @@ def _arrays(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     require_dir(path, "PanNuke dataset")
     images = load_npy(path / "images.npy", mmap=True)
     masks = load_npy(path / "masks.npy", mmap=True)
-    types = load_npy(path / "types.npy") if (path / "types.npy").is_file() else None
+    types = load_npy(path / "types.npy") if optional_file(path / "types.npy", "PanNuke types") else None
     if images.ndim != 4 or images.shape[3] != 3:
         raise CosynthError(f"{path / 'images.npy'}: expected (N, H, W, 3), got {images.shape}")
     if masks.ndim != 4 or masks.shape[3] < N_CLASS_CHANNELS or masks.shape[:3] != images.shape[:3]:
@@ -157,7 +158,10 @@ def read(path: Path) -> Iterator[LabelledTile]:
     """Yield the tiles of a PanNuke fold directory (images.npy, masks.npy, types.npy) in order."""
     images, masks, types = _arrays(path)
     taxonomy = read_taxonomy_file(path) or get_taxonomy("pannuke")
-    records: list[dict] = load_json(path / "tiles.json") if (path / "tiles.json").is_file() else []
+    index = path / "tiles.json"
+    records: list[dict] = load_json(index) if optional_file(index, "PanNuke tile index") else []
+    if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
+        raise CosynthError(f"{index}: expected a list of tile records (objects)")
     for i in range(len(images)):
         img = np.asarray(images[i])
         if img.dtype.kind == "f" and (not np.all(np.isfinite(img)) or img.min() < 0 or img.max() > 255):
@@ -168,17 +172,17 @@ def read(path: Path) -> Iterator[LabelledTile]:
             raise CosynthError(f"{path / 'masks.npy'}: tile {i}: {exc}") from None
         rec = records[i] if i < len(records) else {}
         tissue = str(types[i]) if types is not None else None
-        prov = Provenance.from_dict(rec["provenance"]) if "provenance" in rec else Provenance(
+        prov = provenance_from(rec["provenance"], f"{index}: tile {i}") if "provenance" in rec else Provenance(
             name=f"{path.name}_{i}", source=str(path), mpp=0.25, tissue=tissue
         )
-        pl = rec.get("placement")
+        placement = placement_from(rec.get("placement") or None, f"{index}: tile {i}")
         yield LabelledTile(
             image=img.astype(np.uint8),
             instances=inst,
             classes=taxonomy_classes(taxonomy, classes, path, i),
             taxonomy=taxonomy,
             provenance=prov,
-            placement=SlidePlacement(pl["x0"], pl["y0"], pl["scale"]) if pl else None,
+            placement=placement,
         )
 
 

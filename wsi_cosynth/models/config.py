@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from ..errors import CosynthError
+from ..errors import CosynthError, require_file
 
 TextKind = Literal["learned", "minilm", "clip"]
 
@@ -138,8 +138,7 @@ class CosynthConfig(_Frozen):
         try:
             train = TrainConfig(**{**self.train.model_dump(), **given})
         except ValidationError as exc:
-            problems = "; ".join(f"{'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in exc.errors())
-            raise CosynthError(f"invalid training option ({problems})") from None
+            raise CosynthError(f"invalid training option ({_problems(exc)})") from None
         return self.model_copy(update={"train": train})
 
     def to_dict(self) -> dict:
@@ -150,7 +149,15 @@ class CosynthConfig(_Frozen):
         try:
             return cls.model_validate(data)
         except ValidationError as exc:
-            raise CosynthError(f"{where}: invalid model config: {exc}") from None
+            raise CosynthError(f"{where}: invalid model config ({_problems(exc)})") from None
+
+
+def _problems(exc: ValidationError, limit: int = 4) -> str:
+    """pydantic's errors as one line: 'model.widths.2: Input should be a valid integer; ...'."""
+    errors = exc.errors()
+    parts = [f"{'.'.join(str(x) for x in e['loc']) or 'config'}: {e['msg']}" for e in errors[:limit]]
+    more = f"; and {len(errors) - limit} more" if len(errors) > limit else ""
+    return "; ".join(parts) + more
 
 
 PRESETS_DIR = Path(__file__).resolve().parents[1] / "configs"
@@ -167,9 +174,13 @@ def load_config(path_or_name: str | Path) -> CosynthConfig:
         presets = sorted(q.stem for q in PRESETS_DIR.glob("*.yaml"))
         raise CosynthError(f"config not found: {path_or_name} (a YAML file or a preset: {', '.join(presets)})")
     try:
-        data = yaml.safe_load(p.read_text())
+        data = yaml.safe_load(require_file(p, "config").read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
-        raise CosynthError(f"config {p} is not valid YAML: {exc}") from None
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        raise CosynthError(f"config {p} is not valid YAML{at}: {getattr(exc, 'problem', None) or exc}") from None
+    except (UnicodeDecodeError, RecursionError) as exc:
+        raise CosynthError(f"config {p} is not readable YAML text: {type(exc).__name__}") from None
     if not isinstance(data, dict):
         raise CosynthError(f"config {p} must be a mapping with sections model/diffusion/train")
     data.setdefault("name", p.stem)

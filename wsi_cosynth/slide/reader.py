@@ -22,6 +22,7 @@ from typing import Literal, Protocol
 import numpy as np
 
 from ..errors import CosynthError, require_file
+from .integrity import check_slide_file
 from .resolution import best_level, level_window, scale_to_level0, validate_mpp
 
 Backend = Literal["openslide", "tiatoolbox"]
@@ -170,6 +171,7 @@ class SlideReader:
             raise CosynthError(f"unknown slide backend {backend!r} (valid: {', '.join(BACKENDS)})")
         self.path = require_file(path, "slide")
         given_mpp = validate_mpp(slide_mpp, "slide mpp (--slide-mpp)") if slide_mpp is not None else None
+        check_slide_file(self.path)  # a truncated TIFF must not open with its surviving pages
         self._source = _open_source(self.path, backend)  # opened only once the arguments are known good
         self.backend = backend
         if given_mpp is not None:
