@@ -124,6 +124,7 @@ def environment() -> dict:
 # ---------------------------------------------------------------- stages (each in a child process)
 
 def stage_train(a: dict, work: Path, result: Path) -> None:
+    import numpy as np
     import torch
 
     from pack_training_data import read_pack
@@ -184,8 +185,12 @@ def stage_train(a: dict, work: Path, result: Path) -> None:
         rate = (tail[-1]["step"] - tail[0]["step"]) / dt if dt > 0 else None
     else:
         rate = steps / info["train_seconds"] if info["train_seconds"] else None
+    # The median interval between log records leaves out the checkpoints' time (and validation's).
+    median = float(np.median([r["s_per_step"] for r in tail])) if tail else None
     info.update(status="ok", steps=steps, steps_per_s=rate and round(rate, 3),
-                samples_per_s=rate and round(rate * batch, 1), last_loss=records[-1] if records else None)
+                samples_per_s=rate and round(rate * batch, 1),
+                steps_per_s_between_checkpoints=median and round(1 / median, 3),
+                last_loss=records[-1] if records else None)
     if (run / "validation.jsonl").is_file():
         lines = (run / "validation.jsonl").read_text().splitlines()
         info["last_validation"] = json.loads(lines[-1]) if lines else None
