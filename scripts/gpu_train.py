@@ -307,7 +307,7 @@ def stage_bench(a: dict, work: Path, result: Path) -> None:
     write_json(result, info)
 
 
-def stage_export(a: dict, work: Path, result: Path) -> None:
+def stage_export(a: dict, work: Path, result: Path) -> int:
     device = pick_device(a["device"])
     demo = Path(a["demo"]) if a["demo"] else None
     if demo is None or not (demo / "demo.svs").is_file():
@@ -342,6 +342,7 @@ def stage_export(a: dict, work: Path, result: Path) -> None:
         info["status"] = "failed"
     write_json(result, info)
     say(f"export: {info}")
+    return 0 if info["status"] == "ok" else 1
 
 
 STAGES = {"train": stage_train, "bench": stage_bench, "export": stage_export}
@@ -407,6 +408,8 @@ def run_stage(name: str, a: dict, work: Path, limit: float, log) -> dict:
             out["result"] = json.loads(result.read_text())
         except json.JSONDecodeError:
             pass
+    if status == "ok" and out.get("result", {}).get("status") != "ok":
+        out["status"] = "failed"  # the stage ended without finishing its work
     return out
 
 
@@ -458,8 +461,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     if args.stage:  # a child: one stage
         a = json.loads(Path(args.args_file).read_text())
-        STAGES[args.stage](a, Path(a["work"]), Path(a["work"]) / f"stage-{args.stage}.json")
-        return 0
+        return int(STAGES[args.stage](a, Path(a["work"]), Path(a["work"]) / f"stage-{args.stage}.json") or 0)
     import tempfile
 
     out = Path(args.out or os.environ.get("OUT") or "gpu-out").resolve()
