@@ -41,6 +41,7 @@ def run_batches(
 def _run_on_dask(batches: Sequence[Batch], spec: SamplingSpec, on_result: OnResult, *, workers: int,
                  scheduler: str | None) -> None:
     from distributed import Client, LocalCluster, as_completed
+    from distributed.scheduler import KilledWorker
 
     cluster = None
     try:
@@ -64,7 +65,16 @@ def _run_on_dask(batches: Sequence[Batch], spec: SamplingSpec, on_result: OnResu
                 by_key[future.key] = batch
                 futures.append(future)
             for future in as_completed(futures):
-                on_result(by_key[future.key], future.result())
+                try:
+                    tiles = future.result()
+                except KilledWorker as exc:
+                    # Dask reran the batch on other workers until its retry budget ran out.
+                    raise CosynthError(
+                        f"batch {by_key[future.key].index}: every Dask worker that ran it died (KilledWorker: "
+                        f"{' '.join(str(exc).split())[:120]}; out of memory?); finished batches are kept, rerun "
+                        "the same command to resume"
+                    ) from None
+                on_result(by_key[future.key], tiles)
     finally:
         if cluster is not None:
             cluster.close()

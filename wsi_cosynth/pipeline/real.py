@@ -13,6 +13,7 @@ from typing import Any
 
 from ..annotations import AnnotationTable
 from ..annotations.labels import require_outlines
+from ..atomic import output_lock
 from ..errors import CosynthError
 from ..slide import TissueParams
 from ..taxonomy import Taxonomy, get_taxonomy, with_default_class
@@ -83,9 +84,11 @@ def export_real(
 
     if str(fmt).lower() not in WRITE_FORMATS:
         raise CosynthError(f"unknown export format {fmt!r} (valid: {', '.join(WRITE_FORMATS)})")
-    with plan_slide(slide, annotations, mpp=mpp, tile_size=tile_size, stride=stride, min_tissue=min_tissue,
-                    slide_mpp=slide_mpp, tissue=tissue, tissue_regions=tissue_regions,
-                    tissue_params=tissue_params, sidecar=sidecar, pad=pad) as plan:
+    # One export per output at a time (see atomic.output_lock).
+    with output_lock(out), plan_slide(slide, annotations, mpp=mpp, tile_size=tile_size, stride=stride,
+                                      min_tissue=min_tissue, slide_mpp=slide_mpp, tissue=tissue,
+                                      tissue_regions=tissue_regions, tissue_params=tissue_params, sidecar=sidecar,
+                                      pad=pad) as plan:
         table = plan.annotations
         if table is not None:
             require_outlines(table)

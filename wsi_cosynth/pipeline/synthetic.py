@@ -15,6 +15,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from ..atomic import output_lock
 from ..errors import CosynthError, require_file
 from ..records import LabelledTile, Layout
 from ..slide import TissueParams
@@ -113,45 +114,48 @@ def synthesize_to_dataset(
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())) and not (writer_options or {}).get("overwrite"):
         # Checked before synthesis, not only by the writer at the end, so no work is wasted.
         raise CosynthError(f"output {out_dir} exists and is not empty (choose a new path or --overwrite)")
-    device_kind = _device_kind(device, scheduler)
-    jobs = plan_jobs(layouts, per_layout)
-    batches = make_batches(jobs, batch_size, seed)
-    # The device kind too: GPU sampling (bf16) gives other numbers than CPU, so a run is not
-    # finished on a different kind of device than it started on.
-    params = {"model": model.digest, "layouts": _layouts_digest(layouts), "per_layout": per_layout, "steps": steps,
-              "guidance": guidance, "sampler": sampler, "eta": eta, "seed": seed, "batch_size": batch_size,
-              "device": device_kind}
-    work = WorkDir(out, params, restart=restart)
-    todo = [b for b in batches if not work.is_done(b)]
-    spec = SamplingSpec(model_path=str(model.path), steps=steps, guidance=guidance, sampler=sampler, eta=eta,
-                        device=device, threads=threads, model_digest=model.digest)
-    bar = tqdm(total=len(jobs), initial=len(jobs) - sum(len(b.jobs) for b in todo), disable=not progress,
-               desc="synthesise", unit="tile", dynamic_ncols=True)
+    # One run per output at a time: a second export to the same --out refuses at once (flock,
+    # released by the kernel when a run dies, so a killed run leaves nothing stuck).
+    with output_lock(out_dir):
+        device_kind = _device_kind(device, scheduler)
+        jobs = plan_jobs(layouts, per_layout)
+        batches = make_batches(jobs, batch_size, seed)
+        # The device kind too: GPU sampling (bf16) gives other numbers than CPU, so a run is not
+        # finished on a different kind of device than it started on.
+        params = {"model": model.digest, "layouts": _layouts_digest(layouts), "per_layout": per_layout, "steps": steps,
+                  "guidance": guidance, "sampler": sampler, "eta": eta, "seed": seed, "batch_size": batch_size,
+                  "device": device_kind}
+        work = WorkDir(out, params, restart=restart)
+        todo = [b for b in batches if not work.is_done(b)]
+        spec = SamplingSpec(model_path=str(model.path), steps=steps, guidance=guidance, sampler=sampler, eta=eta,
+                            device=device, threads=threads, model_digest=model.digest)
+        bar = tqdm(total=len(jobs), initial=len(jobs) - sum(len(b.jobs) for b in todo), disable=not progress,
+                   desc="synthesise", unit="tile", dynamic_ncols=True)
 
-    def keep(batch: Batch, tiles: list[LabelledTile]) -> None:
-        work.save(batch, tiles)
-        bar.update(len(tiles))
+        def keep(batch: Batch, tiles: list[LabelledTile]) -> None:
+            work.save(batch, tiles)
+            bar.update(len(tiles))
 
-    try:
-        run_batches(todo, spec, keep, workers=workers, scheduler=scheduler)
-    except BaseException:
-        if not any(work.is_done(b) for b in batches):
-            work.remove()  # nothing to resume from: leave no trace
-        raise
-    finally:
-        bar.close()
-    n_nuclei, shown = 0, []
-    writer = open_writer(fmt, out, model.taxonomy, **(writer_options or {}))
-    with writer:
-        for batch in batches:
-            for tile in work.load(batch):
-                writer.add(tile)
-                n_nuclei += tile.n_nuclei
-                if len(shown) < 12:
-                    shown.append(tile)
-    save_png(Path(out) / PREVIEW_NAME, preview(shown))
-    work.remove()
-    return DatasetResult(n_tiles=len(jobs), n_nuclei=n_nuclei, taxonomy=writer.taxonomy.key, notes=tuple(writer.notes))
+        try:
+            run_batches(todo, spec, keep, workers=workers, scheduler=scheduler)
+        except BaseException:
+            if not any(work.is_done(b) for b in batches):
+                work.remove()  # nothing to resume from: leave no trace
+            raise
+        finally:
+            bar.close()
+        n_nuclei, shown = 0, []
+        writer = open_writer(fmt, out, model.taxonomy, **(writer_options or {}))
+        with writer:
+            for batch in batches:
+                for tile in work.load(batch):
+                    writer.add(tile)
+                    n_nuclei += tile.n_nuclei
+                    if len(shown) < 12:
+                        shown.append(tile)
+        save_png(Path(out) / PREVIEW_NAME, preview(shown))
+        work.remove()
+        return DatasetResult(n_tiles=len(jobs), n_nuclei=n_nuclei, taxonomy=writer.taxonomy.key, notes=tuple(writer.notes))
 
 
 @dataclass(frozen=True)

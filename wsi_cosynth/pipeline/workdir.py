@@ -2,17 +2,21 @@
 
 ``<out>.cosynth-work/`` (a sibling of the dataset directory) holds ``manifest.json`` (the run's
 parameters and the number of batches) and one ``batch_<index>.npz`` per finished batch, each
-written atomically. A rerun with the same parameters skips the finished batches, so an
-interrupted export resumes without duplicates and ends with the same files; a rerun with
-different parameters is refused (the user deletes the work directory or passes ``--restart``).
+written atomically, then its SHA-256 in ``batch_<index>.sha256``. A rerun with the same parameters
+skips the finished batches, so an interrupted export resumes without duplicates and ends with the
+same files; a batch file that does not match its digest (damaged on disk) is synthesised again. A
+rerun with different parameters is refused (the user deletes the work directory or passes
+``--restart``).
 The dataset itself is written from the batch files at the end and the work directory removed.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import shutil
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -54,8 +58,25 @@ class WorkDir:
     def _file(self, index: int) -> Path:
         return self.path / f"batch_{index:06d}.npz"
 
+    def _digest_file(self, index: int) -> Path:
+        return self.path / f"batch_{index:06d}.sha256"
+
     def is_done(self, batch: Batch) -> bool:
-        return self._file(batch.index).is_file()
+        """True when the batch file is there and matches the SHA-256 written after it.
+
+        A damaged (or unchecked) batch file is removed, so a resumed run synthesises it again.
+        """
+        path, digest = self._file(batch.index), self._digest_file(batch.index)
+        if not path.is_file():
+            return False
+        try:
+            ok = digest.is_file() and digest.read_text().strip() == hashlib.sha256(path.read_bytes()).hexdigest()
+        except (OSError, UnicodeDecodeError):
+            ok = False
+        if not ok:
+            path.unlink(missing_ok=True)
+            digest.unlink(missing_ok=True)
+        return ok
 
     def save(self, batch: Batch, tiles: list[LabelledTile]) -> None:
         arrays: dict[str, np.ndarray] = {}
@@ -68,7 +89,10 @@ class WorkDir:
             arrays[f"{i}_prompt"] = np.array(tile.extra.get("prompt", ""))
         buf = io.BytesIO()
         np.savez_compressed(buf, **arrays)
-        write_bytes_atomic(self._file(batch.index), buf.getvalue())
+        data = buf.getvalue()
+        write_bytes_atomic(self._file(batch.index), data)
+        # Written second: a batch counts as done only once its digest is on disk.
+        write_text_atomic(self._digest_file(batch.index), hashlib.sha256(data).hexdigest() + "\n")
 
     def load(self, batch: Batch) -> list[LabelledTile]:
         path = self._file(batch.index)
@@ -84,7 +108,7 @@ class WorkDir:
                     extra={"semantic": data[f"{i}_semantic"], "prompt": str(data[f"{i}_prompt"])},
                 ))
             return tiles
-        except (OSError, KeyError, ValueError) as exc:
+        except (OSError, KeyError, ValueError, zipfile.BadZipFile, EOFError) as exc:
             raise CosynthError(f"unreadable batch file {path}: {exc}; rerun with --restart") from None
 
     def remove(self) -> None:
