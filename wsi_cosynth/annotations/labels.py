@@ -46,11 +46,10 @@ def tile_instances(
     idx = np.asarray(indices, dtype=np.int64)
     if not len(idx):
         return inst, idx
-    geoms = table.nuclei[idx]
-    polygonal = np.array([g.geom_type != "Point" for g in geoms])
-    idx, geoms = idx[polygonal], geoms[polygonal]
+    idx = idx[~table.is_point[idx]]
+    geoms = table.geometries(idx)
     # Largest first, so smaller (overlapping) nuclei are painted on top.
-    order = np.argsort(-np.array([g.area for g in geoms]), kind="stable")
+    order = np.argsort(-table.areas()[idx], kind="stable")
     x0, y0 = float(origin_xy_level0[0]), float(origin_xy_level0[1])
     for k in order:
         g = geoms[k]
@@ -72,6 +71,36 @@ def tile_instances(
     lut = np.zeros(len(idx) + 1, dtype=np.int32)
     lut[drawn] = np.arange(1, len(drawn) + 1, dtype=np.int32)
     return lut[inst], idx[drawn - 1]
+
+
+def tile_outlines(
+    table: AnnotationTable,
+    kept: np.ndarray,
+    origin_xy_level0: tuple[float, float],
+    scale: float,
+    size: tuple[int, int],
+) -> np.ndarray:
+    """The source outlines of a tile's instances, clipped to the tile, in tile pixels.
+
+    Parameters
+    ----------
+    kept : (N,) table indices of instance ids 1..N (as :func:`tile_instances` returns them).
+    origin_xy_level0, scale, size : the tile, as for :func:`tile_instances` (size is (H, W)).
+
+    Returns
+    -------
+    (N,) object array of shapely geometries: outline k - 1 belongs to instance id k, mapped by
+    ``xy_tile = (xy_level0 - origin) / scale`` and clipped to [0, W] x [0, H] (a polygon, a
+    multipolygon where the border cuts a concave nucleus in two).
+    """
+    import shapely
+
+    idx = np.asarray(kept, dtype=np.int64)
+    if not len(idx):
+        return np.zeros(0, dtype=object)
+    origin = np.asarray(origin_xy_level0, dtype=np.float64)
+    tile_geoms = shapely.transform(table.geometries(idx), lambda xy: (xy - origin) / scale)
+    return shapely.clip_by_rect(tile_geoms, 0.0, 0.0, float(size[1]), float(size[0]))
 
 
 def tile_points(

@@ -18,7 +18,7 @@ import shapely
 from shapely.geometry import GeometryCollection, MultiPolygon, Point, Polygon
 
 from ..errors import CosynthError
-from .repairs import repair_records
+from .repairs import concat_repairs, repair_records
 from ..validation import describe, geometry_problems, raise_if_strict
 
 UNCLASSIFIED = "unclassified"
@@ -28,43 +28,80 @@ class AnnotationWarning(UserWarning):
     """Annotations were repaired or skipped while loading (counts in the message)."""
 
 
-@dataclass
 class AnnotationTable:
     """Nuclei and tissue regions of one slide, in level-0 pixels.
 
+    Nuclei are stored packed (:class:`~.packed.PackedGeometries`: one WKB buffer and per-nucleus
+    bounds, centroid, area and type arrays, ~350 bytes per 16-vertex polygon) with an STRtree over
+    their bounding boxes; shapely geometries are decoded only for the nuclei a query returns.
+
     Attributes
     ----------
-    nuclei : (N,) object array of shapely Polygon / MultiPolygon / Point.
-    classes : (N,) object array of class NAMES (str).
+    nuclei : (N,) object array of shapely Polygon / MultiPolygon / Point, decoded on access
+        (use :meth:`geometries` for a subset).
+    classes : (N,) object array of class NAMES (str; one shared object per distinct name).
     regions : (M,) object array of shapely Polygon / MultiPolygon (tissue areas).
     region_names : (M,) object array of tissue-type names (str).
     source : the file(s) read.
     n_repaired, n_skipped : geometries fixed with make_valid / dropped as unusable.
     """
 
-    nuclei: np.ndarray
-    classes: np.ndarray
-    regions: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=object))
-    region_names: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=object))
-    source: str = ""
-    n_repaired: int = 0
-    n_skipped: int = 0
-    _tree: shapely.STRtree | None = field(default=None, repr=False, compare=False)
-    _region_tree: shapely.STRtree | None = field(default=None, repr=False, compare=False)
-    _centroids: np.ndarray | None = field(default=None, repr=False, compare=False)
+    def __init__(
+        self,
+        nuclei: np.ndarray | None = None,
+        classes: np.ndarray | None = None,
+        regions: np.ndarray | None = None,
+        region_names: np.ndarray | None = None,
+        source: str = "",
+        n_repaired: int = 0,
+        n_skipped: int = 0,
+        *,
+        packed=None,
+    ) -> None:
+        from .packed import PackedGeometries
+
+        if packed is None:
+            packed = PackedGeometries.pack(np.zeros(0, dtype=object) if nuclei is None else nuclei)
+        self.packed: PackedGeometries = packed
+        names = np.zeros(0, dtype=object) if classes is None else np.asarray(classes, dtype=object).reshape(-1)
+        shared: dict[str, str] = {}
+        self.classes = np.array([shared.setdefault(str(c), str(c)) for c in names], dtype=object).reshape(-1)
+        if len(self.classes) != len(packed):
+            raise CosynthError(f"annotations {source}: {len(packed)} nuclei but {len(self.classes)} class names")
+        self.regions = np.zeros(0, dtype=object) if regions is None else np.asarray(regions, dtype=object).reshape(-1)
+        self.region_names = (np.zeros(0, dtype=object) if region_names is None
+                             else np.asarray(region_names, dtype=object).reshape(-1))
+        self.source = str(source)
+        self.n_repaired = int(n_repaired)
+        self.n_skipped = int(n_skipped)
+        self._tree: shapely.STRtree | None = None
+        self._region_tree: shapely.STRtree | None = None
 
     def __len__(self) -> int:
-        return len(self.nuclei)
+        return len(self.packed)
+
+    def __repr__(self) -> str:
+        return (f"AnnotationTable({len(self)} nuclei, {len(self.regions)} regions, source={self.source!r}, "
+                f"{self.packed.nbytes / 1e6:.1f} MB packed)")
+
+    @property
+    def nuclei(self) -> np.ndarray:
+        """(N,) object array of every nucleus as a shapely geometry (decoded now: large for big slides)."""
+        return self.packed.take(np.arange(len(self)))
+
+    def geometries(self, indices: np.ndarray) -> np.ndarray:
+        """(K,) object array of the shapely geometries of nuclei ``indices``."""
+        return self.packed.take(indices)
 
     @property
     def is_point(self) -> np.ndarray:
         """(N,) bool, True where the nucleus is only a point (no outline)."""
-        return shapely.get_type_id(self.nuclei) == 0 if len(self.nuclei) else np.zeros(0, dtype=bool)
+        return self.packed.type_ids == 0
 
     @property
     def point_only(self) -> bool:
         """True when there are nuclei and none of them has an outline."""
-        return len(self.nuclei) > 0 and bool(self.is_point.all())
+        return len(self) > 0 and bool(self.is_point.all())
 
     def class_names(self) -> list[str]:
         """Distinct nucleus class names, sorted."""
@@ -72,26 +109,31 @@ class AnnotationTable:
 
     def centroids(self) -> np.ndarray:
         """(N, 2) float64 level-0 (x, y) centroids of the nuclei (the point itself for points)."""
-        if self._centroids is None:
-            c = shapely.centroid(self.nuclei) if len(self.nuclei) else np.zeros(0, dtype=object)
-            self._centroids = np.stack([shapely.get_x(c), shapely.get_y(c)], axis=1) if len(c) else np.zeros((0, 2))
-        return self._centroids
+        return self.packed.centroids
+
+    def areas(self) -> np.ndarray:
+        """(N,) float64 areas of the nuclei in level-0 pixels (0 for points)."""
+        return self.packed.areas
 
     def bounds(self) -> tuple[float, float, float, float] | None:
         """(x0, y0, x1, y1) level-0 bounds of all nuclei, None when there are none."""
-        if not len(self.nuclei):
+        if not len(self):
             return None
-        b = shapely.total_bounds(self.nuclei)
-        return (float(b[0]), float(b[1]), float(b[2]), float(b[3]))
+        b = self.packed.bounds
+        return (float(b[:, 0].min()), float(b[:, 1].min()), float(b[:, 2].max()), float(b[:, 3].max()))
 
     def query_nuclei(self, box_level0: tuple[float, float, float, float]) -> np.ndarray:
         """(K,) int64 indices (ascending) of nuclei intersecting the level-0 box (x0, y0, x1, y1)."""
-        if not len(self.nuclei):
+        if not len(self):
             return np.zeros(0, dtype=np.int64)
         if self._tree is None:
-            self._tree = shapely.STRtree(self.nuclei)
-        hits = self._tree.query(shapely.box(*box_level0), predicate="intersects")
-        return np.sort(np.asarray(hits, dtype=np.int64))
+            self._tree = self.packed.box_tree()
+        box = shapely.box(*box_level0)
+        cand = np.sort(np.asarray(self._tree.query(box), dtype=np.int64))
+        if not len(cand):
+            return cand
+        # Bounding boxes overlap: test the outlines themselves, decoded for these few only.
+        return cand[shapely.intersects(self.packed.take(cand), box)]
 
     def query_regions(self, box_level0: tuple[float, float, float, float]) -> np.ndarray:
         """(K,) int64 indices of tissue regions intersecting the level-0 box."""
@@ -112,15 +154,27 @@ class AnnotationTable:
 
     def merged(self, other: "AnnotationTable") -> "AnnotationTable":
         """This table with ``other``'s nuclei and regions appended."""
-        return AnnotationTable(
-            nuclei=np.concatenate([self.nuclei, other.nuclei]),
-            classes=np.concatenate([self.classes, other.classes]),
-            regions=np.concatenate([self.regions, other.regions]),
-            region_names=np.concatenate([self.region_names, other.region_names]),
-            source=" + ".join(s for s in (self.source, other.source) if s),
-            n_repaired=self.n_repaired + other.n_repaired,
-            n_skipped=self.n_skipped + other.n_skipped,
-        )
+        return concat_tables([self, other], source=" + ".join(s for s in (self.source, other.source) if s))
+
+
+def concat_tables(tables: list[AnnotationTable], source: str) -> AnnotationTable:
+    """One table with the nuclei and regions of ``tables`` in order (nothing decoded)."""
+    from .packed import PackedGeometries
+
+    def cat(arrays: list[np.ndarray]) -> np.ndarray:
+        return np.concatenate(arrays) if arrays else np.zeros(0, dtype=object)
+
+    table = AnnotationTable(
+        classes=cat([t.classes for t in tables]),
+        regions=cat([t.regions for t in tables]),
+        region_names=cat([t.region_names for t in tables]),
+        source=source,
+        n_repaired=sum(t.n_repaired for t in tables),
+        n_skipped=sum(t.n_skipped for t in tables),
+        packed=PackedGeometries.concat([t.packed for t in tables]),
+    )
+    table.repairs, table.n_read = concat_repairs(tables)
+    return table
 
 
 def polygonal_part(geom: shapely.Geometry) -> Polygon | MultiPolygon | None:
