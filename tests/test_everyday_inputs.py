@@ -139,6 +139,12 @@ def test_synthetic_export_from_unclassified_points_needs_only_default_class(monu
     assert len(tiles) == 2
     for f in (tmp_path / "syn").rglob("*.geojson"):
         check_tiatoolbox_geojson(f)
+    # PanNuke: the tissue given reaches types.npy; the model's "other" has no PanNuke class -> warned.
+    pannuke = [a if a != "geojson" else "pannuke" for a in base]
+    assert main([*pannuke, "--out", str(tmp_path / "pn"), "--default-class", "other", "--tissue", "colon"]) == 0
+    assert "NOT pannuke's own" in capsys.readouterr().err
+    assert np.load(tmp_path / "pn" / "types.npy").tolist() == ["Colon", "Colon"]
+    check_pannuke(tmp_path / "pn")
 
 
 # ----------------------------------------------------------------------------------------- PNG / JPEG

@@ -24,6 +24,7 @@ import math
 import re
 import threading
 import warnings
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +35,13 @@ from ..errors import CosynthError
 MAX_DECODED_PIXELS = 1 << 27
 # Largest compressed TIFF strip or tile decoded for one window (bytes decoded).
 MAX_SEGMENT_BYTES = 1 << 28
+# Decoded strips/tiles kept per level (bytes): a row of tiles (or of thumbnail blocks, ~5800
+# level pixels high) reads the same full-width strips once per tile, so the strips of such a
+# row stay decoded when they fit in SEGMENT_CACHE_MAX_BYTES; an image whose decoded size fits
+# in it stays decoded whole once read (tissue detection then tiling decode it once, not twice).
+SEGMENT_CACHE_BYTES = 1 << 27
+SEGMENT_CACHE_MAX_BYTES = 3 << 27
+_CACHE_ROWS = 6000
 _MPP_RANGE = (0.01, 50.0)
 _UM_PER_UNIT = {"nm": 1e-3, "um": 1.0, "µm": 1.0, "\u00b5m": 1.0, "mm": 1e3, "cm": 1e4, "m": 1e6}
 PLAIN_KINDS = ("tiff", "png", "jpeg")
@@ -215,6 +223,12 @@ class _TiffLevel:
                 f"{'tiles' if page.is_tiled else 'strips'} of {self.seg_w}x{self.seg_h} px ({seg_bytes / 2**30:.1f} GiB "
                 f"each decoded), too large to read by region; re-save it tiled (e.g. vips tiffsave --tile)"
             )
+        self._cache: OrderedDict[int, np.ndarray | None] = OrderedDict()
+        self._cache_bytes = 0
+        row_bytes = self.width * self.samples * self.itemsize
+        whole = self.height * row_bytes
+        self._cache_limit = (whole if whole <= SEGMENT_CACHE_MAX_BYTES
+                             else int(np.clip(_CACHE_ROWS * row_bytes, SEGMENT_CACHE_BYTES, SEGMENT_CACHE_MAX_BYTES)))
         self.colormap = page.colormap if int(page.photometric) == 3 else None
         self.photometric = int(page.photometric)
         self.extrasamples = tuple(int(v) for v in (page.extrasamples or ()))
@@ -226,7 +240,22 @@ class _TiffLevel:
             return fh.read(count)
 
     def _segment(self, index: int) -> np.ndarray | None:
-        """Decoded segment ``index`` as (rows, cols, samples_in_segment), or None if absent."""
+        """Decoded segment ``index`` as (rows, cols, samples_in_segment), or None if absent (cached)."""
+        with self.lock:
+            if index in self._cache:
+                self._cache.move_to_end(index)
+                return self._cache[index]
+        seg = self._decode(index)
+        with self.lock:
+            if index not in self._cache:
+                self._cache[index] = seg
+                self._cache_bytes += 0 if seg is None else seg.nbytes
+                while self._cache_bytes > self._cache_limit and len(self._cache) > 1:
+                    _, old = self._cache.popitem(last=False)
+                    self._cache_bytes -= 0 if old is None else old.nbytes
+        return seg
+
+    def _decode(self, index: int) -> np.ndarray | None:
         if not self.counts[index]:
             return None
         data = self._read(self.offsets[index], self.counts[index])
