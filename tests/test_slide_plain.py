@@ -126,6 +126,7 @@ def test_missing_or_default_resolution_says_how_to_give_it(tmp_path):
     Image.fromarray(_image(20, 20)).save(tmp_path / "a.jpg")
     assert "--slide-mpp" in _error(lambda: SlideReader(tmp_path / "a.jpg"))
     assert "positive" in _error(lambda: SlideReader(tmp_path / "a.jpg", slide_mpp=-0.25))
+    assert "not a scan resolution" in _error(lambda: SlideReader(tmp_path / "a.jpg", slide_mpp=254.0))
 
 
 def test_truncated_files_are_named(tmp_path):
@@ -173,7 +174,7 @@ def test_cli_bad_plain_input_exits_2_with_one_line(tmp_path, capsys):
     (tmp_path / "cut.tif").write_bytes(data[: len(data) // 3])
     _strip_tiff(tmp_path / "nompp.tif", _image(), mpp=None)
     for name, extra in (("huge.tif", ["--slide-mpp", "0.5"]), ("cut.tif", ["--slide-mpp", "0.5"]),
-                        ("nompp.tif", []), ("a.tif", ["--slide-mpp", "0"])):
+                        ("nompp.tif", []), ("a.tif", ["--slide-mpp", "0"]), ("a.tif", ["--slide-mpp", "300"])):
         out = tmp_path / f"out-{name}"
         code = main(["tiles", "--slide", str(tmp_path / name), "--out", str(out), *extra])
         err = capsys.readouterr().err.strip()

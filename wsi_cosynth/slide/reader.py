@@ -171,6 +171,11 @@ class SlideReader:
             raise CosynthError(f"unknown slide backend {backend!r} (valid: {', '.join(BACKENDS)})")
         self.path = require_file(path, "slide")
         given_mpp = validate_mpp(slide_mpp, "slide mpp (--slide-mpp)") if slide_mpp is not None else None
+        if given_mpp is not None and not _MPP_RANGE[0] <= given_mpp <= _MPP_RANGE[1]:
+            raise CosynthError(
+                f"slide mpp (--slide-mpp) {slide_mpp!r} for {self.path} is not a scan resolution: expected "
+                f"{_MPP_RANGE[0]:g}..{_MPP_RANGE[1]:g} microns per pixel (0.25 ~ 40x, 0.5 ~ 20x), not dpi or mm"
+            )
         check_slide_file(self.path)  # a truncated TIFF must not open with its surviving pages
         self._source = _open_source(self.path, backend)  # opened only once the arguments are known good
         self.backend = backend
