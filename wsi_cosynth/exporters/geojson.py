@@ -16,7 +16,10 @@ Polygon; the writer counts the dropped fragments in ``notes``; ``multipolygon=Tr
 MultiPolygon instead), ``properties.objectType`` "detection",
 ``classification`` {name, color [r, g, b]} and ``measurements`` {"Area px^2": float} (no NaN).
 Coordinates are level-0 slide pixels (``placement``: x0 + x * scale) when the tile has a
-placement ("frame": "slide"), else tile pixels ("frame": "tile").
+placement ("frame": "slide"), else tile pixels ("frame": "tile"). Real tiles exported from
+annotated slides carry their source outlines (``tile.extra["outlines_tile"]``): those are
+written, clipped to the tile, instead of a trace of the rasterised mask (the tile's mask and
+image are unchanged; "Area px^2" is then the clipped outline's area in tile pixels).
 
 Reading (:func:`read_geojson_nuclei`) accepts every form in docs/FORMATS.md 4: FeatureCollection,
 array of Features, single Feature, bare Geometry; objectType / object_type / type / legacy v0.2
@@ -50,6 +53,8 @@ from ..validation import geometry_problems, placement_from, provenance_from, rep
 from ._common import DatasetWriter, IMAGE_SUFFIXES, list_stems, load_image, load_json
 
 UNCLASSIFIED = "unclassified"
+OUTLINES_KEY = "outlines_tile"  # LabelledTile.extra: source outlines (pipeline.planning.OUTLINES_KEY)
+_COLLECTION_HEAD, _COLLECTION_TAIL = '{"type":"FeatureCollection","features":[', "]}"
 _NAMESPACE = uuid.UUID("6f1c6c52-3b7e-4a0e-9a53-5b3f1f0c9d11")
 _LEGACY_IDS = {
     "PathAnnotationObject": "annotation",
@@ -105,8 +110,14 @@ class Writer(DatasetWriter):
                 out.write('{"type":"FeatureCollection","features":[')
                 first = True
                 for rel in files:
-                    for feat in json.loads((self.root / rel).read_text())["features"]:
-                        out.write(("" if first else ",") + json.dumps(feat, separators=(",", ":")))
+                    # The tile files were written just above as one compact FeatureCollection:
+                    # splice their feature text (the bytes a json round trip would give).
+                    text = (self.root / rel).read_text()
+                    inner = text[len(_COLLECTION_HEAD):-len(_COLLECTION_TAIL)]
+                    if not (text.startswith(_COLLECTION_HEAD) and text.endswith(_COLLECTION_TAIL)):
+                        inner = ",".join(json.dumps(f, separators=(",", ":")) for f in json.loads(text)["features"])
+                    if inner:
+                        out.write(("" if first else ",") + inner)
                         first = False
                 out.write("]}")
         index = {"taxonomy": self.taxonomy.to_dict(), "tiles": self.entries}
@@ -155,11 +166,20 @@ def tile_features(tile: LabelledTile, *, multipolygon: bool = False, fragments: 
     """
     pl = tile.placement
     offset, scale = ((pl.x0, pl.y0), pl.scale) if pl is not None else ((0.0, 0.0), 1.0)
-    boxes = instance_bboxes(tile.instances, tile.n_nuclei)
+    outlines = tile.extra.get(OUTLINES_KEY)
+    if outlines is not None and len(outlines) != tile.n_nuclei:
+        outlines = None
+    boxes = None
     out = []
     for k in range(tile.n_nuclei):
-        r0, r1, c0, c1 = (int(v) for v in boxes[k])
-        parts = mask_to_polygons(tile.instances[r0:r1, c0:c1] == k + 1, offset_xy=(c0, r0))
+        # A real tile carries the source outlines its mask was drawn from: write those (clipped to
+        # the tile); synthetic tiles, or an outline with no area left, are traced from the mask.
+        parts = _polygon_parts(outlines[k]) if outlines is not None else []
+        if not parts:
+            if boxes is None:
+                boxes = instance_bboxes(tile.instances, tile.n_nuclei)
+            r0, r1, c0, c1 = (int(v) for v in boxes[k])
+            parts = mask_to_polygons(tile.instances[r0:r1, c0:c1] == k + 1, offset_xy=(c0, r0))
         geometry, area = nucleus_geometry(parts, offset, scale, multipolygon=multipolygon, fragments=fragments)
         cls = int(tile.classes[k])
         out.append(
@@ -175,6 +195,18 @@ def tile_features(tile: LabelledTile, *, multipolygon: bool = False, fragments: 
             }
         )
     return out
+
+
+def _polygon_parts(geom: Any) -> list:
+    """Polygons of a (clipped) outline with positive area, largest first."""
+    if geom is None or geom.is_empty:
+        return []
+    parts = list(geom.geoms) if hasattr(geom, "geoms") else [geom]
+    polys = [p for p in parts if p.geom_type == "Polygon" and p.area > 0]
+    for p in parts:
+        if p.geom_type == "MultiPolygon":
+            polys.extend(q for q in p.geoms if q.area > 0)
+    return sorted(polys, key=lambda p: -p.area)
 
 
 def _ring(coords: Any, offset: tuple[float, float], scale: float) -> list[list[float]]:

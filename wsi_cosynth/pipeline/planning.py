@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from ..annotations import AnnotationTable, find_sidecar, load_annotations
-from ..annotations.labels import tile_instances, tile_points
+from ..annotations.labels import tile_instances, tile_outlines, tile_points
 from ..errors import CosynthError
 from ..records import LabelledTile, Layout, Provenance, SlidePlacement
 from ..slide import SlideReader, TileGrid, TissueMask, TissueParams, detect_tissue, tile_grid
@@ -28,6 +28,9 @@ from ..slide.tissue import default_mask_mpp
 from ..taxonomy import BUILTIN, Taxonomy, get_taxonomy, is_unclassified, normalise_name
 
 DEFAULT_TAXONOMY = "lizard"
+# LabelledTile.extra key of the source outlines of instance ids 1..N ((N,) shapely geometries in
+# tile pixels, clipped to the tile); see annotations.labels.tile_outlines.
+OUTLINES_KEY = "outlines_tile"
 
 
 @dataclass(frozen=True)
@@ -368,13 +371,17 @@ def labelled_tile(plan: SlidePlan, tile: SlideTile, taxonomy: Taxonomy, lookup: 
     """The :class:`LabelledTile` of a read tile: instance map from the polygons, classes by name."""
     pos = tile.position
     size = (pos.tile_size, pos.tile_size)
+    extra = {}
     if plan.annotations is not None and len(tile.nuclei.indices):
-        inst, kept = tile_instances(plan.annotations, tile.nuclei.indices, (pos.x_level0, pos.y_level0), pos.scale, size)
+        origin = (pos.x_level0, pos.y_level0)
+        inst, kept = tile_instances(plan.annotations, tile.nuclei.indices, origin, pos.scale, size)
         classes = np.array([lookup[str(c)] for c in plan.annotations.classes[kept]], dtype=np.int64)
+        # The source outlines (clipped, tile pixels) for writers that store polygons (GeoJSON).
+        extra[OUTLINES_KEY] = tile_outlines(plan.annotations, kept, origin, pos.scale, size)
     else:
         inst, classes = np.zeros(size, dtype=np.int32), np.zeros(0, dtype=np.int64)
     return LabelledTile(image=tile.image, instances=inst, classes=classes, taxonomy=taxonomy,
-                        provenance=plan.provenance(pos), placement=pos.placement)
+                        provenance=plan.provenance(pos), placement=pos.placement, extra=extra)
 
 
 def tile_layout(plan: SlidePlan, tile: SlideTile, taxonomy: Taxonomy, lookup: dict[str, int]) -> Layout:
