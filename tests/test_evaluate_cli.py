@@ -30,7 +30,7 @@ def test_evaluate_consep_vs_nucls_writes_a_complete_report(
     rc = main([
         "evaluate", "--real", str(consep_dir), "--real-format", "consep",
         "--synthetic", str(nucls_dir / "train"), "--synthetic-format", "cellvit",
-        "--out", str(out), "--max-images", "8", "--batch-size", "8", "--device", "cpu", "--quiet",
+        "--out", str(out), "--max-images", "8", "--batch-size", "8", "--device", "cpu", "--no-progress",
     ])
     assert rc == 0
     assert "FID" in capsys.readouterr().out
