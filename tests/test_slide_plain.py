@@ -77,6 +77,14 @@ def test_ome_tiff_mpp_and_bigtiff(tmp_path):
         np.testing.assert_array_equal(reader.read_region((0, 0), (120, 100), 0.5), image)
 
 
+def test_tiled_ome_tiff_opened_by_openslide_takes_the_ome_mpp(tmp_path):
+    tifffile.imwrite(tmp_path / "t.ome.tif", _image(300, 400), photometric="rgb", tile=(256, 256),
+                     metadata={"PhysicalSizeX": 0.46, "PhysicalSizeXUnit": "µm", "PhysicalSizeY": 0.46})
+    with SlideReader(tmp_path / "t.ome.tif") as reader:
+        assert type(reader._source).__name__ == "_OpenSlideSource"  # OpenSlide's generic TIFF
+        assert reader.mpp == pytest.approx(0.46)
+
+
 def test_resolution_helpers():
     assert tiff_tag_mpp((39683, 1), 3) == pytest.approx(0.252, abs=1e-4)
     assert tiff_tag_mpp((101600, 1), 2) == pytest.approx(0.25)
