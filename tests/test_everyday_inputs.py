@@ -307,10 +307,10 @@ def test_pannuke_types_carry_the_tissue(tmp_path, monuseg):
 
 
 # ----------------------------------------------------------------------------------------- flags
-@pytest.mark.parametrize("command", ["export", "convert", "tiles", "train", "evaluate"])
+@pytest.mark.parametrize("command", ["export", "convert", "tiles", "train", "evaluate", "layouts extract", "layouts fit", "layouts sample"])
 def test_every_long_command_has_no_progress_and_quiet(command, capsys):
     with pytest.raises(SystemExit):
-        main([command, "--help"])
+        main([*command.split(), "--help"])
     text = capsys.readouterr().out
     assert "--no-progress" in text and "--quiet" in text
 

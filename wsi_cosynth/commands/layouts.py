@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import argparse
 
+from ._output import add_output_arguments, say
+
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("layouts", help="extract, fit and sample nuclei point layouts",
@@ -44,6 +46,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     sm.add_argument("--seed", type=int, default=0)
     sm.add_argument("--out", required=True, help="output .json or .parquet")
     sm.add_argument("--preview", help="PNG preview")
+    for action in (ex, fit, sm):
+        add_output_arguments(action)  # no progress bars here; --quiet drops the summary lines
     parser.set_defaults(run=run)
 
 
@@ -109,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
 
             layouts = [replace(lay, provenance=replace(lay.provenance, mpp=float(args.mpp))) for lay in layouts]
         write_layouts(layouts, args.out)
-        print(f"{len(layouts)} layouts, {sum(len(x) for x in layouts)} nuclei -> {args.out}")
+        say(args, f"{len(layouts)} layouts, {sum(len(x) for x in layouts)} nuclei -> {args.out}")
     elif args.action == "fit":
         from pathlib import Path
 
@@ -121,7 +125,7 @@ def run(args: argparse.Namespace) -> int:
         for tissue, model in models.items():
             path = out if len(models) == 1 else out.with_name(f"{out.stem}.{tissue or 'none'}{out.suffix}")
             save_layout_model(model, path)
-            print(f"tissue {tissue!r}: {model.n_layouts} layouts -> {path}")
+            say(args, f"tissue {tissue!r}: {model.n_layouts} layouts -> {path}")
     else:
         from ..layouts.point_process import load_layout_model, sample_layouts
 
@@ -130,8 +134,8 @@ def run(args: argparse.Namespace) -> int:
         model = load_layout_model(args.model)
         layouts = sample_layouts(model, args.n, tuple(args.size), np.random.default_rng(args.seed))
         write_layouts(layouts, args.out)
-        print(f"{len(layouts)} layouts, {sum(len(x) for x in layouts)} nuclei -> {args.out}")
+        say(args, f"{len(layouts)} layouts, {sum(len(x) for x in layouts)} nuclei -> {args.out}")
     if getattr(args, "preview", None):
         write_preview(layouts, args.preview)
-        print(f"preview -> {args.preview}")
+        say(args, f"preview -> {args.preview}")
     return 0
