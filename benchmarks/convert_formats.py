@@ -5,7 +5,12 @@ tiles from disk (read + write, as ``wsi-cosynth convert`` does). PanNuke is also
 tiles (the 432 repeated under new names) to show that its memory does not grow with N.
 The last line printed is one JSON object with all numbers.
 
-Usage: python benchmarks/convert_formats.py [--data ../shared/data/consep/train] [--repeat-pannuke 4]
+Then (``--pairs N``, default 3) COCO-RLE against the conversion as a user would script it,
+single-threaded (PIL for images, pycocotools per instance), once saving PNGs at zlib level 1 as
+our writers do and once at PIL's default level 6, interleaved in separate processes; the ratio
+within each repeat is printed. The load (uptime) is printed before and after.
+
+Usage: python benchmarks/convert_formats.py [--data ../shared/data/consep/train] [--repeat-pannuke 4] [--pairs 3] [--pairs-only]
 """
 
 from __future__ import annotations
@@ -46,6 +51,38 @@ print(json.dumps({"tiles": n, "seconds": dt, "tiles_per_s": n / dt,
                   "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """
 
+# The conversion as a user would script it, single-threaded: PIL for images, pycocotools for RLE.
+BASELINE = r"""
+import json, resource, sys, time
+from pathlib import Path
+import numpy as np, scipy.io
+from PIL import Image
+from pycocotools import mask as mask_utils
+src, out, level = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
+t0 = time.perf_counter()
+(out / "images").mkdir(parents=True)
+images, anns = [], []
+for path in sorted((src / "images").iterdir()):
+    stem = path.stem
+    image = Image.open(path).convert("RGB")
+    image.save(out / "images" / f"{stem}.png", compress_level=level)  # PIL's default is 6
+    inst = np.load(src / "inst" / f"{stem}.npy")
+    types = scipy.io.loadmat(src / "type_mat" / f"{stem}.mat")["inst_type"].reshape(-1)
+    image_id = len(images) + 1
+    images.append({"id": image_id, "file_name": f"{stem}.png", "height": inst.shape[0], "width": inst.shape[1]})
+    ids = np.unique(inst)
+    for rank, k in enumerate(ids[ids > 0]):  # these tiles' inst_type rows follow the sorted ids
+        rle = mask_utils.encode(np.asfortranarray((inst == k).astype(np.uint8)))
+        anns.append({"id": len(anns) + 1, "image_id": image_id, "category_id": int(types[rank]), "iscrowd": 0,
+                     "area": float(mask_utils.area(rle)), "bbox": [float(v) for v in mask_utils.toBbox(rle)],
+                     "segmentation": {"size": rle["size"], "counts": rle["counts"].decode("ascii")}})
+cats = [{"id": i, "name": str(i)} for i in range(1, 5)]
+(out / "annotations.json").write_text(json.dumps({"images": images, "annotations": anns, "categories": cats}))
+dt = time.perf_counter() - t0
+print(json.dumps({"tiles": len(images), "seconds": dt, "tiles_per_s": len(images) / dt,
+                  "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
 RUNS = [
     ("read-only", "read-only", {}, 1),
     ("coco-rle", "coco", {"segmentation": "rle"}, 1),
@@ -60,10 +97,36 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
     ap.add_argument("--repeat-pannuke", type=int, default=4)
+    ap.add_argument("--pairs", type=int, default=3,
+                    help="interleaved coco-rle vs single-thread pycocotools+PIL script pairs (0: none)")
+    ap.add_argument("--pairs-only", action="store_true", help="only the paired comparison")
     args = ap.parse_args()
-    runs = RUNS + [(f"pannuke-x{args.repeat_pannuke}", "pannuke", {}, args.repeat_pannuke)]
+    runs = [] if args.pairs_only else RUNS + [(f"pannuke-x{args.repeat_pannuke}", "pannuke", {}, args.repeat_pannuke)]
     results = {}
+    load_before = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+    print("load before:", load_before, flush=True)
+    pairs: list[dict] = []
     with tempfile.TemporaryDirectory() as tmp:
+        labels = ("coco-rle", "script-png1", "script-png6")
+        for rep in range(args.pairs):
+            pair = {}
+            for label in (labels if rep % 2 == 0 else labels[::-1]):
+                out = Path(tmp) / f"pair{rep}-{label}"
+                argv = ([sys.executable, "-c", BASELINE, str(args.data), str(out), label[-1]] if label.startswith("script") else
+                        [sys.executable, "-c", CHILD, str(args.data), "coco", json.dumps({"segmentation": "rle"}), "1", str(out)])
+                proc = subprocess.run(argv, capture_output=True, text=True, cwd=REPO)
+                if proc.returncode != 0:
+                    raise SystemExit(f"{label} failed:\n{proc.stderr}")
+                pair[label] = json.loads(proc.stdout.strip().splitlines()[-1])["tiles_per_s"]
+                print(f"  repeat {rep + 1} {label:12s} {pair[label]:7.1f} tiles/s", flush=True)
+            pair["ratio_png1"] = pair["coco-rle"] / pair["script-png1"]
+            pair["ratio_png6"] = pair["coco-rle"] / pair["script-png6"]
+            pairs.append(pair)
+        for key, what in (("ratio_png1", "PNG level 1, as ours"), ("ratio_png6", "PIL's default PNG level 6")):
+            if pairs:
+                ratios = sorted(p[key] for p in pairs)
+                listed = ", ".join(f"{p[key]:.2f}" for p in pairs)
+                print(f"coco-rle / single-thread pycocotools+PIL script ({what}): {listed}; median {ratios[len(ratios) // 2]:.2f}x")
         for label, fmt, opts, repeat in runs:
             out = Path(tmp) / label
             proc = subprocess.run(
@@ -78,8 +141,10 @@ def main() -> None:
             results[label] = res
             print(f"{label:16s} {res['tiles']:5d} tiles {res['tiles_per_s']:7.1f} tiles/s "
                   f"peak RSS {res['peak_rss_mib']:7.1f} MiB", flush=True)
+    load_after = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+    print("load after:", load_after)
     print(json.dumps({"benchmark": "convert_formats", "source": str(args.data), "cpus": os.cpu_count(),
-                      "results": results}))
+                      "results": results, "pairs": pairs, "load_before": load_before, "load_after": load_after}))
 
 
 if __name__ == "__main__":

@@ -164,8 +164,7 @@ class LabelledTile:
         if len(cls) != n:
             raise CosynthError(f"{where}: instance ids go to {n} but {len(cls)} classes were given")
         if n:
-            present = np.zeros(n + 1, dtype=bool)
-            present[np.unique(inst)] = True
+            present = np.bincount(inst.ravel(), minlength=n + 1) > 0  # ids are in 0..n here
             if not present[1:].all():
                 raise CosynthError(
                     f"{where}: instance ids must be contiguous 1..N (use relabel_contiguous), "
@@ -195,6 +194,26 @@ class LabelledTile:
         return lut[self.instances]
 
 
+_LUT_MIN_IDS = 1 << 20  # ids up to max(this, 4 x pixels) are counted with a table, not sorted
+
+
+def present_ids(instances: np.ndarray) -> np.ndarray:
+    """(K,) sorted positive ids present in an instance map (counted, not sorted, when ids are small)."""
+    return _positive_ids(np.asarray(instances))[0]
+
+
+def _positive_ids(inst: np.ndarray) -> tuple[np.ndarray, int | None]:
+    """Sorted positive ids, and the largest id when the map is small non-negative integers
+    (then a lookup table of that size can relabel it), else None."""
+    if inst.size and np.issubdtype(inst.dtype, np.integer):
+        lo, hi = int(inst.min()), int(inst.max())
+        if lo >= 0 and hi <= max(_LUT_MIN_IDS, 4 * inst.size):
+            ids = np.flatnonzero(np.bincount(inst.ravel(), minlength=1))
+            return ids[ids > 0], hi
+    ids = np.unique(inst)
+    return ids[ids > 0], None
+
+
 def relabel_contiguous(
     instances: np.ndarray, classes_by_id: dict[int, int] | np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -211,16 +230,21 @@ def relabel_contiguous(
     classes : (N,) int64 classes of the new ids (0 where unknown).
     """
     inst = np.asarray(instances)
-    old_ids = np.unique(inst)
-    old_ids = old_ids[old_ids > 0]
+    old_ids, top = _positive_ids(inst)
     if len(old_ids) > np.iinfo(np.int32).max:
         raise CosynthError("too many instances for int32")
-    new = np.zeros(inst.shape, dtype=np.int32)
-    if len(old_ids):
-        # searchsorted maps every pixel's old id to its rank; background stays 0.
-        ranks = np.searchsorted(old_ids, inst)
-        fg = inst > 0
-        new[fg] = ranks[fg].astype(np.int32) + 1
+    if top is not None:
+        # Small non-negative ids: one gather through a lookup table (old id -> rank + 1).
+        lut = np.zeros(top + 1, dtype=np.int32)
+        lut[old_ids] = np.arange(1, len(old_ids) + 1, dtype=np.int32)
+        new = lut[inst]
+    else:
+        new = np.zeros(inst.shape, dtype=np.int32)
+        if len(old_ids):
+            # searchsorted maps every pixel's old id to its rank; background stays 0.
+            ranks = np.searchsorted(old_ids, inst)
+            fg = inst > 0
+            new[fg] = ranks[fg].astype(np.int32) + 1
     classes = np.zeros(len(old_ids), dtype=np.int64)
     if classes_by_id is not None:
         if isinstance(classes_by_id, dict):

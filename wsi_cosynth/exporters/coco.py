@@ -25,8 +25,9 @@ left with no pixel is dropped. :func:`read_coco_labels` gives the labels without
 from __future__ import annotations
 
 import json
-from collections import Counter, defaultdict
+from collections import Counter, defaultdict, deque
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -50,6 +51,7 @@ class Writer(DatasetWriter):
     """COCO writer; ``segmentation`` is ``"rle"`` (default) or ``"polygon"``."""
 
     fmt = "coco"
+    ENCODE_BACKLOG = 8
 
     def __init__(
         self, out_dir: Path, taxonomy: Taxonomy, *, segmentation: Literal["rle", "polygon"] = "rle", **kw: Any
@@ -63,10 +65,10 @@ class Writer(DatasetWriter):
         self.n_annotations = 0
         # One compact JSON object per line; rewritten into annotations.json by _finish.
         self._spool = open(self.root / _SPOOL, "w", encoding="utf-8")
+        self._encoder: ThreadPoolExecutor | None = None
+        self._encoding: deque[Future] = deque()
 
     def _add(self, tile: LabelledTile) -> None:
-        import pycocotools.mask as mask_utils
-
         h, w = tile.size
         image_id = len(self.images) + 1
         file_name = f"{tile.provenance.name}.png"
@@ -79,24 +81,38 @@ class Writer(DatasetWriter):
         n = tile.n_nuclei
         if n == 0:
             return
-        counts = uncompressed_rles(tile.instances, n)
+        # Encoding runs in one background thread (FIFO: annotation ids and bytes as if inline),
+        # at most ENCODE_BACKLOG tiles behind, so it overlaps reading the next tile.
+        if self._encoder is None:
+            self._encoder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="coco-encode")
+        self._encoding.append(self._encoder.submit(self._encode, tile.instances.copy(), tile.classes.copy(), image_id))
+        while len(self._encoding) > self.ENCODE_BACKLOG:
+            self._encoding.popleft().result()
+
+    def _encode(self, instances: np.ndarray, classes: np.ndarray, image_id: int) -> None:
+        """Spool the annotations of one tile (instance ids 1..N, classes (N,))."""
+        import pycocotools.mask as mask_utils
+
+        h, w = instances.shape
+        n = len(classes)
+        counts = uncompressed_rles(instances, n)
         rles = mask_utils.frPyObjects([{"size": [h, w], "counts": c} for c in counts], h, w)
         # Mask area and box from the runs themselves: equal to pycocotools.mask.area/toBbox,
         # which overflow on more than 65,535 objects in one call.
         areas = [sum(c[1::2]) for c in counts]
-        boxes_rc = instance_bboxes(tile.instances, n)
+        boxes_rc = instance_bboxes(instances, n)
         boxes = np.stack([boxes_rc[:, 2], boxes_rc[:, 0], boxes_rc[:, 3] - boxes_rc[:, 2],
                           boxes_rc[:, 1] - boxes_rc[:, 0]], axis=1)
         for k in range(n):
             if self.segmentation == "rle":
                 seg: Any = {"size": [h, w], "counts": rles[k]["counts"].decode("ascii")}
             else:
-                seg = _polygons(tile.instances, k + 1, boxes_rc[k])
+                seg = _polygons(instances, k + 1, boxes_rc[k])
             self.n_annotations += 1
             annotation = {
                 "id": self.n_annotations,
                 "image_id": image_id,
-                "category_id": int(tile.classes[k]),
+                "category_id": int(classes[k]),
                 "iscrowd": 0,
                 "area": float(areas[k]),
                 "bbox": [float(v) for v in boxes[k]],
@@ -104,7 +120,19 @@ class Writer(DatasetWriter):
             }
             self._spool.write(json.dumps(annotation, **_COMPACT) + "\n")
 
+    def _wait_for_encoding(self, *, raise_errors: bool = True) -> None:
+        while self._encoding:
+            future = self._encoding.popleft()
+            if raise_errors:
+                future.result()
+            else:
+                future.exception()  # waits; the error goes with the aborted output
+        if self._encoder is not None:
+            self._encoder.shutdown()
+            self._encoder = None
+
     def _finish(self) -> None:
+        self._wait_for_encoding()
         self._spool.close()
         info = {"description": "nuclei instance segmentation exported by wsi-cosynth", "version": "1.0"}
         categories = [
@@ -123,6 +151,7 @@ class Writer(DatasetWriter):
         write_taxonomy_file(self.root, self.taxonomy)
 
     def _release(self) -> None:
+        self._wait_for_encoding(raise_errors=False)
         self._spool.close()
 
 

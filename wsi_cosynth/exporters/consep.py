@@ -48,7 +48,7 @@ from typing import Literal
 import numpy as np
 
 from ..errors import CosynthError, require_dir
-from ..records import LabelledTile, Provenance, relabel_contiguous
+from ..records import LabelledTile, Provenance, present_ids, relabel_contiguous
 from ..taxonomy import Taxonomy, get_taxonomy, normalise_name
 from ._common import (
     IMAGE_SUFFIXES,
@@ -202,8 +202,7 @@ def instances_and_types(
     ``codes``: "merged" checks types are 1..4, "original" merges CoNSeP's 1..7 into 1..4, "raw"
     returns the type codes (>= 1) unchanged.
     """
-    ids = np.unique(inst)
-    ids = ids[ids > 0]
+    ids = present_ids(inst)
     type_by_id = _type_by_id(inst, ids, mat, path)
     raw = np.array([type_by_id[int(i)] for i in ids], dtype=np.int64)
     if len(raw):
