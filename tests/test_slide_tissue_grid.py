@@ -84,3 +84,23 @@ def test_grid_tiles_stay_inside_the_slide_at_non_integer_scales(slide_mpp, w0):
     extent = 256 * 0.5 / slide_mpp
     assert len(grid) > 0
     assert (grid.x_level0 + extent <= w0 + 1e-9).all() and (grid.y_level0 + extent <= h0 + 1e-9).all()
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_otsu_and_small_object_removal_equal_scikit_image(seed):
+    """Tissue detection no longer imports scikit-image; its two steps must give the same result."""
+    from skimage.filters import threshold_otsu
+    from skimage.morphology import remove_small_objects as sk_remove
+
+    from wsi_cosynth.slide.tissue import otsu_threshold, remove_small_objects
+
+    rng = np.random.default_rng(seed)
+    values = np.concatenate([rng.normal(0.03, 0.01, 5000), rng.normal(0.3, 0.08, 3000 + 1000 * seed)]).astype(np.float32)
+    values = values.reshape(-1, 100 if seed % 2 else 50)
+    assert otsu_threshold(values) == float(threshold_otsu(values))
+    mask = rng.random((120, 90)) > 0.55 + 0.05 * seed
+    for size in (2, 5, 30):
+        import inspect
+
+        kw = {"max_size": size - 1} if "max_size" in inspect.signature(sk_remove).parameters else {"min_size": size}
+        assert np.array_equal(remove_small_objects(mask, size), sk_remove(mask, **kw))
