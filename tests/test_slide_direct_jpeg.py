@@ -117,3 +117,13 @@ def test_tissue_mask_and_tiles_match_the_reference_route(pyramid):
             assert psnr(t.image, expected) >= TOLERANCE_DB
         ref.close()
     assert len(tiles) > 10
+
+
+def test_thread_pool_on_a_backend_with_a_frame_cache():
+    """DICOM frames go through a cache that is not thread-safe: reads are serialised, same tiles."""
+    path = data_path("slides", "small_dicom.dcm")
+    with plan_slide(path, None, mpp=1.0, tile_size=64, min_tissue=0.0, slide_mpp=0.25) as plan:
+        plan.reader._source._cache_frames = 2  # evict constantly, as a race would need
+        one = [t.image for t in iter_slide_tiles(plan, workers=1)]
+        four = [t.image for t in iter_slide_tiles(plan, workers=4)]
+    assert len(one) > 20 and all(np.array_equal(a, b) for a, b in zip(one, four))

@@ -298,7 +298,8 @@ def iter_slide_tiles(plan: SlidePlan, *, workers: int | None = None) -> Iterator
 
     Pixels are read by a bounded pool of ``workers`` threads (default :func:`read_workers`;
     1 reads in the calling thread), at most ``2 * workers`` tiles ahead of the consumer, so memory
-    stays a few tiles; OpenSlide and libjpeg release the GIL while decoding. Tiles come out in
+    stays a few tiles; OpenSlide and libjpeg release the GIL while decoding (other backends are
+    read one thread at a time, see :class:`~wsi_cosynth.slide.SlideReader`). Tiles come out in
     grid order whatever the thread timing; nuclei are looked up in the calling thread.
     """
     n = read_workers() if workers is None else int(workers)

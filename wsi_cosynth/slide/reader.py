@@ -15,6 +15,7 @@ single-file DICOM that OpenSlide rejects (``dicom.py``), plain images OpenSlide 
 from __future__ import annotations
 
 import math
+import threading
 from pathlib import Path
 from types import TracebackType
 from typing import Literal, Protocol
@@ -195,6 +196,9 @@ class SlideReader:
                 )
             self.mpp = found
         self._jpeg = _direct_jpeg_levels(self._source) if direct_jpeg else None
+        # OpenSlide handles are thread-safe (and the direct JPEG route reads with pread); other
+        # backends (DICOM frame cache, TIAToolbox, plain images) are read one thread at a time.
+        self._read_lock = None if isinstance(self._source, _OpenSlideSource) else threading.Lock()
 
     # ------------------------------------------------------------------ geometry
     @property
@@ -243,7 +247,11 @@ class SlideReader:
             if direct is not None:
                 return direct
         read_image = getattr(self._source, "read_window_image", self._source.read_window)
-        pixels = read_image(level, win.x_level, win.y_level, win.w_level, win.h_level)
+        if self._read_lock is None:
+            pixels = read_image(level, win.x_level, win.y_level, win.w_level, win.h_level)
+        else:
+            with self._read_lock:
+                pixels = read_image(level, win.x_level, win.y_level, win.w_level, win.h_level)
         return _resample(pixels, win.box, (w, h))
 
     def _read_direct(self, win, size: tuple[int, int]) -> np.ndarray | None:
