@@ -106,3 +106,13 @@ def test_slide_level_file_joins_the_tile_files(annotated, tmp_path):
     text = (tmp_path / "gj" / "s.geojson").read_text()
     assert text == json.dumps({"type": "FeatureCollection", "features": expected}, separators=(",", ":"))
     assert len(load_annotations(tmp_path / "gj" / "s.geojson")) == len(expected) >= len(nuclei)
+
+
+def test_vectorised_rounding_is_pythons_round():
+    from wsi_cosynth.exporters.geojson import _round2
+
+    rng = np.random.default_rng(2)
+    values = np.concatenate([rng.uniform(-1e4, 1e6, 200_000), np.arange(-3000, 3000) / 1000 + 0.005,
+                             np.arange(0, 1000) * 0.125, [0.145, 0.285, 1.005, 2.675, -0.001, 2.0**31 - 0.005]])
+    got = _round2(values.reshape(-1, 2) if len(values) % 2 == 0 else values)
+    assert got.reshape(-1).tolist() == [round(float(v), 2) for v in values]
