@@ -55,7 +55,7 @@ def choose_ids(fmt: str, taxonomy: Taxonomy, class_map: dict[str, str] | None = 
             f"({_listing(native)}), because {', '.join(repr(n) for n in unmapped)} "
             f"{'has' if len(unmapped) == 1 else 'have'} no {key} class; taxonomy.json says so. Tools that "
             f"assume {key} ids will miscount: map {'it' if len(unmapped) == 1 else 'them'} with --class-map "
-            f"(e.g. {unmapped[0]}: {native.names[-1]})"
+            f"(a YAML line '{unmapped[0]}: <one of {', '.join(native.names)}>')"
         )
         return IdChoice(taxonomy, note, native=False)
     note = f"{fmt} class ids are {key}'s own ({_listing(native)})"

@@ -112,8 +112,8 @@ def export_real(
             from ..annotations.repairs import REPORT_NAME, write_repair_report
 
             report = write_repair_report(Path(out) / REPORT_NAME, repairs)
-            notes.append(f"{len(repairs)} nuclei outlines were invalid and repaired with make_valid: ids, "
-                         f"positions and areas before/after in {report}")
+            notes.append(f"{len(repairs)} nucleus outlines were invalid and repaired with make_valid: their "
+                         f"positions in the annotation file, centroids and areas before/after are in {report}")
         return ExportSummary(out=Path(out), fmt=str(fmt).lower(), n_tiles=len(plan.grid), n_nuclei=n_nuclei,
                              taxonomy=writer.taxonomy.key, warnings=tuple(notes))
 
