@@ -116,3 +116,22 @@ def test_vectorised_rounding_is_pythons_round():
                              np.arange(0, 1000) * 0.125, [0.145, 0.285, 1.005, 2.675, -0.001, 2.0**31 - 0.005]])
     got = _round2(values.reshape(-1, 2) if len(values) % 2 == 0 else values)
     assert got.reshape(-1).tolist() == [round(float(v), 2) for v in values]
+
+
+def test_a_feature_error_in_the_background_aborts_the_output(annotated, tmp_path, monkeypatch):
+    from wsi_cosynth.errors import CosynthError
+    from wsi_cosynth.exporters import geojson
+
+    slide, _ = annotated
+    real, calls = geojson.tile_features, {"n": 0}
+
+    def failing(tile, **kw):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise CosynthError("boom while writing features")
+        return real(tile, **kw)
+
+    monkeypatch.setattr(geojson, "tile_features", failing)
+    with pytest.raises(CosynthError, match="boom"):
+        export_real(slide, None, tmp_path / "gj", "geojson", mpp=0.5, tile_size=128, taxonomy="lizard")
+    assert not (tmp_path / "gj").exists()

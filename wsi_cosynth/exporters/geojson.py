@@ -37,8 +37,9 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -69,6 +70,7 @@ _LEGACY_IDS = {
 # ----------------------------------------------------------------------------------------- writing
 class Writer(DatasetWriter):
     fmt = "geojson"
+    ENCODE_BACKLOG = 8
 
     def __init__(self, out_dir: Path, taxonomy: Taxonomy, *, multipolygon: bool = False, **kw: Any) -> None:
         super().__init__(out_dir, taxonomy, **kw)
@@ -77,14 +79,19 @@ class Writer(DatasetWriter):
         self.entries: list[dict] = []
         self.multipolygon = bool(multipolygon)
         self.fragments = FragmentCount()
+        self._encoder: ThreadPoolExecutor | None = None
+        self._encoding: deque[Future] = deque()
 
     def _add(self, tile: LabelledTile) -> None:
         name = tile.provenance.name
         self._save_image(self.root / "images" / f"{name}.png", tile.image)
-        features = tile_features(tile, multipolygon=self.multipolygon, fragments=self.fragments)
-        (self.root / "tiles" / f"{name}.geojson").write_text(
-            json.dumps({"type": "FeatureCollection", "features": features}, separators=(",", ":"))
-        )
+        # Features are built and written in one background thread (FIFO, so the fragment count
+        # and every byte are as if inline), at most ENCODE_BACKLOG tiles behind.
+        if self._encoder is None:
+            self._encoder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="geojson-encode")
+        self._encoding.append(self._encoder.submit(self._write_features, tile, self.root / "tiles" / f"{name}.geojson"))
+        while len(self._encoding) > self.ENCODE_BACKLOG:
+            self._encoding.popleft().result()
         pl = tile.placement
         self.entries.append(
             {
@@ -98,7 +105,26 @@ class Writer(DatasetWriter):
             }
         )
 
+    def _write_features(self, tile: LabelledTile, path: Path) -> None:
+        features = tile_features(tile, multipolygon=self.multipolygon, fragments=self.fragments)
+        path.write_text(json.dumps({"type": "FeatureCollection", "features": features}, separators=(",", ":")))
+
+    def _wait_for_encoding(self, *, raise_errors: bool = True) -> None:
+        while self._encoding:
+            future = self._encoding.popleft()
+            if raise_errors:
+                future.result()
+            else:
+                future.exception()  # waits; the error goes with the aborted output
+        if self._encoder is not None:
+            self._encoder.shutdown()
+            self._encoder = None
+
+    def _release(self) -> None:
+        self._wait_for_encoding(raise_errors=False)
+
     def _finish(self) -> None:
+        self._wait_for_encoding()
         by_slide: dict[str, list[str]] = {}
         for e in self.entries:
             if e["frame"] == "slide":
