@@ -337,3 +337,28 @@ def test_make_valid_repairs_are_reported_next_to_the_dataset(tmp_path, capsys):
     assert len(rows) == 1 and rows[0]["index"] == "1"
     assert float(rows[0]["area_before_px"]) == 0.0 and float(rows[0]["area_after_px"]) == pytest.approx(200.0)
     assert float(rows[0]["x_level0"]) == pytest.approx(110.0)
+
+
+def test_rounding_that_makes_an_outline_touch_itself_is_repaired():
+    import shapely
+
+    from wsi_cosynth.exporters.geojson import nucleus_geometry
+
+    # Two notches whose tips are 0.003 px apart: valid as given, self-touching once rounded to 0.01.
+    pinched = shapely.Polygon([(0, 0), (4, 0), (2, 1.999), (4, 4), (0, 4), (2, 2.002), (0, 0)])
+    assert pinched.is_valid
+    geometry, _ = nucleus_geometry([pinched], (0.0, 0.0), 1.0)
+    shape = shapely.geometry.shape(geometry)
+    assert geometry["type"] == "Polygon" and shape.is_valid and shape.area > 0
+    assert all(round(c, 2) == c for ring in geometry["coordinates"] for xy in ring for c in xy)
+
+
+def test_real_monusac_slide_geojson_loads_under_tiatoolbox_and_qupath_rules(tmp_path):
+    slide = data_path("monusac", "A9K0_1.svs")
+    assert main(["export", "--source", "real", "--slide", str(slide), "--format", "geojson", "--mpp", "0.25",
+                 "--out", str(tmp_path / "gj"), "--quiet"]) == 0
+    files = sorted((tmp_path / "gj").rglob("*.geojson"))
+    assert files
+    for f in files:
+        check_tiatoolbox_geojson(f)
+        check_qupath_geojson(f)

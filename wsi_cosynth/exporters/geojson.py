@@ -174,7 +174,7 @@ def nucleus_geometry(parts: list, offset: tuple[float, float], scale: float, *, 
     area); with ``multipolygon`` a nucleus in several parts is a MultiPolygon of all of them.
     """
     def rings(p) -> list[list[list[float]]]:
-        return [_ring(p.exterior.coords, offset, scale)] + [_ring(h.coords, offset, scale) for h in p.interiors]
+        return _valid_rings([_ring(p.exterior.coords, offset, scale)] + [_ring(h.coords, offset, scale) for h in p.interiors])
 
     if len(parts) == 1 or not multipolygon:
         if len(parts) > 1 and fragments is not None:
@@ -183,6 +183,27 @@ def nucleus_geometry(parts: list, offset: tuple[float, float], scale: float, *, 
             fragments.area_px += float(sum(p.area for p in parts[1:]))
         return {"type": "Polygon", "coordinates": rings(parts[0])}, float(parts[0].area)
     return {"type": "MultiPolygon", "coordinates": [rings(p) for p in parts]}, float(sum(p.area for p in parts))
+
+
+def _valid_rings(rings: list[list[list[float]]]) -> list[list[list[float]]]:
+    """``rings`` (shell, holes; output coordinates rounded to 2 decimals) as a valid polygon.
+
+    Scaling and rounding can make a valid outline touch itself (a "ring self-intersection",
+    which TIAToolbox and GEOS reject); such a polygon is snapped to the 0.01 grid with
+    ``shapely.set_precision`` (valid by construction) and its largest part kept.
+    """
+    import shapely
+
+    shape = shapely.Polygon(rings[0], rings[1:])
+    if shape.is_valid:
+        return rings
+    fixed = _polygon_parts(shapely.set_precision(shape, 0.01))
+    if not fixed:  # collapsed on the grid: the outline's bounding box
+        x0, y0, x1, y1 = shape.bounds
+        fixed = [shapely.box(x0, y0, max(x1, x0 + 0.01), max(y1, y0 + 0.01))]
+    best = fixed[0]
+    return [_round2(np.asarray(best.exterior.coords)).tolist()] + [_round2(np.asarray(h.coords)).tolist()
+                                                                  for h in best.interiors]
 
 
 def tile_features(tile: LabelledTile, *, multipolygon: bool = False, fragments: FragmentCount | None = None) -> list[dict]:
