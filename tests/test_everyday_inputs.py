@@ -99,6 +99,10 @@ def test_monuseg_style_tiff_exports_to_every_format_without_a_class_map(fmt, mon
     assert len(tiles) == 9  # 3 x 3 whole 256-px tiles at 0.25 um/px in 1000 px at 0.252
     assert sum(t.n_nuclei for t in tiles) > 40
     assert all(t.taxonomy.names == ("nucleus",) for t in tiles)
+    if fmt == "coco":  # category ids follow the dataset's taxonomy; names are always right
+        assert json.loads((out / "taxonomy.json").read_text())["ids_follow"] == "nucleus"
+        cats = json.loads((out / "annotations.json").read_text())["categories"]
+        assert [(c["id"], c["name"]) for c in cats] == [(1, "nucleus")]
     if fmt in ("lizard", "pannuke", "consep"):
         # "nucleus" has no Lizard/PanNuke/CoNSeP class: one warning, and taxonomy.json says so.
         assert captured.err.count("warning:") >= 1 and "NOT" in captured.err
