@@ -217,8 +217,14 @@ def tile_features(tile: LabelledTile, *, multipolygon: bool = False, fragments: 
     if outlines is not None and len(outlines) != tile.n_nuclei:
         outlines = None
     boxes = None
+    simple = _simple_outline_geometries(outlines, offset, scale) if outlines is not None else {}
     out = []
     for k in range(tile.n_nuclei):
+        if k in simple:
+            geometry, area = simple[k]
+            cls = int(tile.classes[k])
+            out.append(_feature(tile, k, geometry, area, cls))
+            continue
         # A real tile carries the source outlines its mask was drawn from: write those (clipped to
         # the tile); synthetic tiles, or an outline with no area left, are traced from the mask.
         parts = _polygon_parts(outlines[k]) if outlines is not None else []
@@ -228,19 +234,51 @@ def tile_features(tile: LabelledTile, *, multipolygon: bool = False, fragments: 
             r0, r1, c0, c1 = (int(v) for v in boxes[k])
             parts = mask_to_polygons(tile.instances[r0:r1, c0:c1] == k + 1, offset_xy=(c0, r0))
         geometry, area = nucleus_geometry(parts, offset, scale, multipolygon=multipolygon, fragments=fragments)
-        cls = int(tile.classes[k])
-        out.append(
-            {
-                "type": "Feature",
-                "id": str(uuid.uuid5(_NAMESPACE, f"{tile.provenance.name}/{k + 1}")),
-                "geometry": geometry,
-                "properties": {
-                    "objectType": "detection",
-                    "classification": {"name": tile.taxonomy.name_of(cls), "color": list(tile.taxonomy.color_of(cls))},
-                    "measurements": {"Area px^2": area},
-                },
-            }
-        )
+        out.append(_feature(tile, k, geometry, area, int(tile.classes[k])))
+    return out
+
+
+def _feature(tile: LabelledTile, k: int, geometry: dict, area: float, cls: int) -> dict:
+    return {
+        "type": "Feature",
+        "id": str(uuid.uuid5(_NAMESPACE, f"{tile.provenance.name}/{k + 1}")),
+        "geometry": geometry,
+        "properties": {
+            "objectType": "detection",
+            "classification": {"name": tile.taxonomy.name_of(cls), "color": list(tile.taxonomy.color_of(cls))},
+            "measurements": {"Area px^2": area},
+        },
+    }
+
+
+def _simple_outline_geometries(outlines: np.ndarray, offset: tuple[float, float], scale: float) -> dict[int, tuple[dict, float]]:
+    """{k: (GeoJSON Polygon, area)} for the outlines that are one hole-free polygon, vectorised.
+
+    The same result :func:`nucleus_geometry` gives them one by one (rounded rings, valid after
+    rounding); outlines in several parts, with holes, empty, or invalid once rounded are left out
+    for that per-nucleus path.
+    """
+    import shapely
+
+    arr = np.asarray(outlines, dtype=object)
+    if not len(arr) or any(g is None for g in arr):
+        return {}
+    areas = shapely.area(arr)
+    ok = (shapely.get_type_id(arr) == 3) & (shapely.get_num_interior_rings(arr) == 0) & (areas > 0)
+    ok &= ~shapely.is_empty(arr)
+    which = np.flatnonzero(ok)
+    if not len(which):
+        return {}
+    coords, index = shapely.get_coordinates(arr[which], return_index=True)
+    rounded = _round2(coords * scale + np.asarray(offset, dtype=np.float64))
+    # Valid after rounding (as _valid_rings checks): rebuilt from the rounded rings in one call.
+    valid = shapely.is_valid(shapely.polygons(shapely.linearrings(rounded, indices=index)))
+    cuts = np.flatnonzero(np.diff(index)) + 1
+    out: dict[int, tuple[dict, float]] = {}
+    for j, ring in enumerate(np.split(rounded, cuts)):
+        if valid[j]:
+            k = int(which[j])
+            out[k] = ({"type": "Polygon", "coordinates": [ring.tolist()]}, float(areas[k]))
     return out
 
 
