@@ -150,3 +150,12 @@ def test_vectorised_simple_outlines_equal_the_per_nucleus_path(annotated, monkey
     monkeypatch.setattr(geojson, "_simple_outline_geometries", lambda *a: {})
     slow = [json.dumps(geojson.tile_features(t)) for t in tiles]
     assert fast == slow and sum(t.n_nuclei for t in tiles) > 150
+
+
+def test_feature_ids_are_uuid5_of_tile_and_instance():
+    import uuid
+
+    from wsi_cosynth.exporters.geojson import _NAMESPACE, _uuid5
+
+    names = [f"slide_x{i * 512}_y{j}/{k}" for i in range(30) for j in (0, 7) for k in (1, 99)] + ["é/1", "a" * 300]
+    assert all(_uuid5(n) == str(uuid.uuid5(_NAMESPACE, n)) for n in names)

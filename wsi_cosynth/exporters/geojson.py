@@ -35,6 +35,7 @@ nuclei get the class name "unclassified".
 
 from __future__ import annotations
 
+import hashlib
 import json
 import uuid
 from collections import Counter, deque
@@ -57,6 +58,7 @@ UNCLASSIFIED = "unclassified"
 OUTLINES_KEY = "outlines_tile"  # LabelledTile.extra: source outlines (pipeline.planning.OUTLINES_KEY)
 _COLLECTION_HEAD, _COLLECTION_TAIL = '{"type":"FeatureCollection","features":[', "]}"
 _NAMESPACE = uuid.UUID("6f1c6c52-3b7e-4a0e-9a53-5b3f1f0c9d11")
+_NAMESPACE_BYTES = _NAMESPACE.bytes
 _LEGACY_IDS = {
     "PathAnnotationObject": "annotation",
     "PathDetectionObject": "detection",
@@ -241,7 +243,7 @@ def tile_features(tile: LabelledTile, *, multipolygon: bool = False, fragments: 
 def _feature(tile: LabelledTile, k: int, geometry: dict, area: float, cls: int) -> dict:
     return {
         "type": "Feature",
-        "id": str(uuid.uuid5(_NAMESPACE, f"{tile.provenance.name}/{k + 1}")),
+        "id": _uuid5(f"{tile.provenance.name}/{k + 1}"),
         "geometry": geometry,
         "properties": {
             "objectType": "detection",
@@ -249,6 +251,16 @@ def _feature(tile: LabelledTile, k: int, geometry: dict, area: float, cls: int) 
             "measurements": {"Area px^2": area},
         },
     }
+
+
+def _uuid5(name: str) -> str:
+    """``str(uuid.uuid5(_NAMESPACE, name))`` without building a UUID object (RFC 4122 section 4.3:
+    SHA-1 of namespace + name, version 5 and the RFC variant set in bytes 6 and 8)."""
+    d = bytearray(hashlib.sha1(_NAMESPACE_BYTES + name.encode("utf-8")).digest()[:16])
+    d[6] = (d[6] & 0x0F) | 0x50
+    d[8] = (d[8] & 0x3F) | 0x80
+    h = d.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def _simple_outline_geometries(outlines: np.ndarray, offset: tuple[float, float], scale: float) -> dict[int, tuple[dict, float]]:
