@@ -9,8 +9,10 @@ on stderr, exit status 2, no traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import importlib
+import logging
 import sys
 import warnings
 
@@ -62,6 +64,19 @@ def _one_line_warning(prefix: str):
     return show
 
 
+@contextlib.contextmanager
+def _quiet_libraries():
+    """Libraries that log damaged input (tifffile) instead of raising: their failures reach the user
+    as this package's one-line errors, so their log lines are not printed as well."""
+    logger = logging.getLogger("tifffile")
+    before = logger.disabled
+    logger.disabled = True
+    try:
+        yield
+    finally:
+        logger.disabled = before
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -70,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     prefix = f"wsi-cosynth {args.command}"
     try:
-        with warnings.catch_warnings(), strict_geometry(getattr(args, "strict_geometry", False)):
+        with warnings.catch_warnings(), strict_geometry(getattr(args, "strict_geometry", False)), _quiet_libraries():
             warnings.showwarning = _one_line_warning(prefix)
             return int(args.run(args) or 0)
     except CosynthError as exc:

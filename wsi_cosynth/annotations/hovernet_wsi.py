@@ -86,10 +86,10 @@ def read_hovernet_wsi(
             raise CosynthError(f"annotations {p}: nucleus {key!r} is not an object")
         t = nuc.get("type")
         if t is not None:
-            try:
-                t = int(t)
-            except (TypeError, ValueError):
-                raise CosynthError(f"annotations {p}: nucleus {key} has type {t!r}, not an integer") from None
+            if isinstance(t, bool) or not (isinstance(t, int) or (isinstance(t, float) and t.is_integer())) \
+                    or not 0 <= t <= 1_000_000:
+                raise CosynthError(f"annotations {p}: nucleus {key} has type {t!r:.40}, not a class id (integer >= 0)")
+            t = int(t)
         if t is None:
             name = "nucleus"
         elif t == 0:

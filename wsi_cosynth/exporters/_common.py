@@ -143,6 +143,21 @@ def as_instance_map(arr: np.ndarray, path: Path | str, shape: tuple[int, int] | 
     return a
 
 
+def numeric_array(value: Any, path: Path | str, key: str, *, integer: bool = True) -> np.ndarray:
+    """``value`` as a finite numeric array (integer-valued when ``integer``); CosynthError otherwise.
+
+    MATLAB cell and struct arrays load as object arrays: an error naming the key, not a cast failure.
+    """
+    a = np.asarray(value)
+    if a.dtype.kind not in "iubf":
+        raise CosynthError(f"{path}: {key} must be a numeric array, got {a.dtype} (a cell or struct array?)")
+    if a.dtype.kind == "f" and (not np.isfinite(a).all() or (integer and not np.all(a == np.round(a)))):
+        raise CosynthError(f"{path}: {key} holds {'non-integer' if integer else 'non-finite'} values")
+    if integer and a.size and (a.min() < -(2**31) or a.max() >= 2**31):
+        raise CosynthError(f"{path}: {key} holds values beyond the int32 range")
+    return a
+
+
 def list_stems(folder: Path, suffixes: tuple[str, ...]) -> dict[str, Path]:
     """{stem: path} of files in ``folder`` with one of ``suffixes`` (sorted by stem)."""
     out: dict[str, Path] = {}

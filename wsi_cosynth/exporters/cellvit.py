@@ -56,9 +56,11 @@ def _taxonomy(path: Path) -> tuple[Taxonomy, dict[int, int]]:
     for p in (path / "label_map.yaml", path.parent / "label_map.yaml"):
         if optional_file(p, "CellViT label map"):
             try:
-                raw = yaml.safe_load(p.read_text())
-                mapping = {int(k): str(v) for k, v in raw.items() if int(k) > 0}
-            except (yaml.YAMLError, AttributeError, TypeError, ValueError) as exc:
+                raw = yaml.safe_load(p.read_text(encoding="utf-8"))
+                mapping = {int(k): v for k, v in raw.items() if int(k) > 0}
+                if not mapping or not all(isinstance(v, str) and v.strip() for v in mapping.values()):
+                    raise ValueError(f"class names must be non-empty strings, got {list(mapping.values())[:6]}")
+            except (yaml.YAMLError, AttributeError, TypeError, ValueError, UnicodeDecodeError, RecursionError) as exc:
                 raise CosynthError(f"{p}: expected a mapping {{type id: class name}}: {exc}") from None
             names = [mapping[k] for k in sorted(mapping)]
             keys = [normalise_name(n) for n in names]

@@ -58,6 +58,7 @@ from ._common import (
     load_image,
     load_mat,
     load_npy,
+    numeric_array,
     read_taxonomy_file,
     write_taxonomy_file,
 )
@@ -113,21 +114,11 @@ def _no_orphans(labels: dict[str, Path], images: dict[str, Path], image_dir: Pat
         raise CosynthError(f"{orphans[0]}: no image {orphans[0].stem}.png/.jpg in {image_dir}{more}")
 
 
-def _numeric(value: np.ndarray, path: Path, key: str, *, integer: bool = True) -> np.ndarray:
-    """``value`` as a finite numeric array (integer-valued when ``integer``); CosynthError otherwise."""
-    a = np.asarray(value)
-    if a.dtype.kind not in "iubf":
-        raise CosynthError(f"{path}: {key} must be a numeric array, got MATLAB {a.dtype} (cell or struct array?)")
-    if a.dtype.kind == "f" and (not np.isfinite(a).all() or (integer and not np.all(a == np.round(a)))):
-        raise CosynthError(f"{path}: {key} holds {'non-integer' if integer else 'non-finite'} values")
-    return a
-
-
 def _check_centroids(mat: dict[str, np.ndarray], n: int, shape: tuple[int, int], path: Path) -> None:
     """``inst_centroid`` (N, 2) (x, y), when present: one finite row per type row, inside the image."""
     if "inst_centroid" not in mat:
         return
-    c = _numeric(mat["inst_centroid"], path, "inst_centroid", integer=False).astype(np.float64)
+    c = numeric_array(mat["inst_centroid"], path, "inst_centroid", integer=False).astype(np.float64)
     if c.size == 0 and n == 0:
         return
     if c.ndim != 2 or c.shape[1] != 2 or len(c) != n:
@@ -220,7 +211,7 @@ def instances_and_types(
 
 def _type_by_id(inst: np.ndarray, ids: np.ndarray, mat: dict[str, np.ndarray], path: Path) -> dict[int, int]:
     if "inst_type" in mat:
-        t = _numeric(mat["inst_type"], path, "inst_type")
+        t = numeric_array(mat["inst_type"], path, "inst_type")
         _check_centroids(mat, len(t) if t.ndim == 2 and t.shape[1] == 2 else t.size, inst.shape, path)
         if t.size == 0:
             if len(ids):
@@ -232,7 +223,7 @@ def _type_by_id(inst: np.ndarray, ids: np.ndarray, mat: dict[str, np.ndarray], p
         else:
             types = np.squeeze(t).reshape(-1).astype(np.int64)
             if "inst_uid" in mat:
-                row_ids = np.squeeze(_numeric(mat["inst_uid"], path, "inst_uid")).reshape(-1).astype(np.int64)
+                row_ids = np.squeeze(numeric_array(mat["inst_uid"], path, "inst_uid")).reshape(-1).astype(np.int64)
             elif len(types) == len(ids):
                 row_ids = ids
             elif len(ids) and len(types) == int(ids.max()):

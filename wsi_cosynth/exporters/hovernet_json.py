@@ -105,6 +105,8 @@ def nuclei_to_instances(nuc: dict, shape: tuple[int, int], path: Path) -> tuple[
             raise CosynthError(f"{path}: nucleus {key} has type {t!r}, not an integer") from None
         if t is None or t < 1:
             raise CosynthError(f"{path}: nucleus {key} has type {t!r} (unlabelled); types must be >= 1")
+        if t > 1_000_000:
+            raise CosynthError(f"{path}: nucleus {key} has type {t}, not a class id")
         rr, cc = polygon(xy[:, 1], xy[:, 0], shape=shape)
         ij = np.round(xy).astype(np.int64)
         seg = [line(a[1], a[0], b[1], b[0]) for a, b in zip(ij, np.roll(ij, -1, axis=0))]

@@ -38,6 +38,7 @@ from ._common import (
     list_stems,
     load_image,
     load_mat,
+    numeric_array,
     read_taxonomy_file,
     write_taxonomy_file,
 )
@@ -135,8 +136,8 @@ def read_lizard_label(path: str | Path, shape: tuple[int, int] | None = None) ->
         if key not in mat:
             raise CosynthError(f"{p}: missing key {key!r} (found: {sorted(mat)})")
     inst = as_instance_map(mat["inst_map"], p, shape)
-    row_ids = np.squeeze(mat["id"]).reshape(-1).astype(np.int64)
-    row_cls = np.squeeze(mat["class"]).reshape(-1).astype(np.int64)
+    row_ids = np.squeeze(numeric_array(mat["id"], p, "id")).reshape(-1).astype(np.int64)
+    row_cls = np.squeeze(numeric_array(mat["class"], p, "class")).reshape(-1).astype(np.int64)
     if len(row_ids) != len(row_cls):
         raise CosynthError(f"{p}: 'id' has {len(row_ids)} rows but 'class' has {len(row_cls)}")
     table = dict(zip(row_ids.tolist(), row_cls.tolist()))

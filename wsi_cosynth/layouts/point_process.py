@@ -47,6 +47,7 @@ Fitting lives in :mod:`wsi_cosynth.layouts.fit`. The fitted model is a small JSO
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -103,6 +104,8 @@ class LayoutModel:
 
     @classmethod
     def from_dict(cls, d: dict, *, where: str = "layout model") -> "LayoutModel":
+        if not isinstance(d, dict):
+            raise CosynthError(f"{where}: expected a JSON object, got {type(d).__name__}")
         if d.get("format") != MODEL_FORMAT or d.get("version") != MODEL_VERSION:
             hint = " (refit it with `wsi-cosynth layouts fit`)" if d.get("format") == MODEL_FORMAT else ""
             raise CosynthError(
@@ -110,7 +113,7 @@ class LayoutModel:
                 f"found {d.get('format')!r} version {d.get('version')!r}{hint}"
             )
         try:
-            tax = Taxonomy.from_dict(d["taxonomy"])
+            tax = Taxonomy.from_dict(d["taxonomy"], where=where)
             k = tax.n_classes
             hc = tuple(tuple(float(v) for v in row) for row in d["hardcore_px"])
             if len(hc) != k or any(len(r) != k for r in hc):
@@ -124,15 +127,37 @@ class LayoutModel:
                 raise ValueError(f"compartments must be a non-empty list with {k} class_probs each")
             if any(c.density_per_px2 < 0 or c.area_fraction < 0 for c in comps):
                 raise ValueError("compartment densities and area fractions must be >= 0")
-            return cls(
+            model = cls(
                 taxonomy=tax, tissue=d.get("tissue"), mpp=d.get("mpp"), compartments=comps,
                 length_compartment_px=float(d["length_compartment_px"]), hardcore_px=hc,
                 spacing_kappa=float(d["spacing_kappa"]), softness=float(d["softness"]),
                 mark_coupling=float(d["mark_coupling"]), mark_radius_px=float(d["mark_radius_px"]),
                 mark_sweeps=int(d["mark_sweeps"]), n_layouts=int(d["n_layouts"]),
             )
-        except (KeyError, TypeError, ValueError) as exc:
+            _check_ranges(model)
+            return model
+        except (KeyError, TypeError, ValueError, OverflowError) as exc:
             raise CosynthError(f"{where}: malformed layout model: {exc}") from None
+
+
+def _check_ranges(model: LayoutModel) -> None:
+    """ValueError unless every parameter is finite and in the range a tile layout can have."""
+    numbers = [model.length_compartment_px, model.spacing_kappa, model.softness, model.mark_coupling,
+               model.mark_radius_px, *(v for row in model.hardcore_px for v in row)]
+    for c in model.compartments:
+        numbers += [c.area_fraction, c.offset, c.density_per_px2, *c.class_probs]
+    if not all(math.isfinite(v) and abs(v) <= 1e6 for v in numbers):
+        raise ValueError("parameters must be finite numbers of at most 1e6 in size")
+    if any(c.density_per_px2 > 1.0 for c in model.compartments):
+        raise ValueError("a density above 1 nucleus per pixel is not a nuclei layout")
+    if any(min(c.class_probs) < 0 or sum(c.class_probs) <= 0 for c in model.compartments):
+        raise ValueError("class_probs must be >= 0 with a positive sum")
+    if not 0 <= model.mark_sweeps <= 10_000 or model.n_layouts < 0:
+        raise ValueError("mark_sweeps must be in 0..10000 and n_layouts >= 0")
+    if model.mpp is not None and not (isinstance(model.mpp, (int, float)) and 0 < model.mpp < 1e3):
+        raise ValueError(f"mpp must be a positive number, got {model.mpp!r}")
+    if model.tissue is not None and not isinstance(model.tissue, str):
+        raise ValueError(f"tissue must be a string, got {model.tissue!r}")
 
 
 def save_layout_model(model: LayoutModel, path: str | Path) -> None:

@@ -49,15 +49,17 @@ class ModelInfo:
 
 
 def model_info(path: str | Path | None) -> ModelInfo:
+    from ..models.config import CosynthConfig
     from ..training.checkpoint import WEIGHTS, read_metadata
 
     p = Path(path) if path is not None else default_model_path()
     meta = read_metadata(p)
     directory = p if p.is_dir() else p.parent
     digest = hashlib.sha256((directory / WEIGHTS).read_bytes()).hexdigest()[:16]
-    return ModelInfo(path=directory, taxonomy=Taxonomy.from_dict(meta["taxonomy"]), mpp=meta.get("mpp"),
-                     tile_size=int(meta["tile_size"]), digest=digest,
-                     num_steps=int(meta["config"]["diffusion"]["num_steps"]))
+    config = CosynthConfig.from_dict(meta["config"], where=f"model metadata {p}")
+    return ModelInfo(path=directory, taxonomy=Taxonomy.from_dict(meta["taxonomy"], where=f"model metadata {p}"),
+                     mpp=meta.get("mpp"), tile_size=int(meta["tile_size"]), digest=digest,
+                     num_steps=int(config.diffusion.num_steps))
 
 
 def _layouts_digest(layouts: list[Layout]) -> str:

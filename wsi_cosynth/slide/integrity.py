@@ -31,14 +31,14 @@ def _tifffile_log() -> Iterator[list[str]]:
 
     logger = logging.getLogger("tifffile")
     handler = _Collect(level=logging.WARNING)
-    old_propagate = logger.propagate
+    old_propagate, old_disabled = logger.propagate, logger.disabled
     logger.addHandler(handler)
-    logger.propagate = False
+    logger.propagate, logger.disabled = False, False
     try:
         yield records
     finally:
         logger.removeHandler(handler)
-        logger.propagate = old_propagate
+        logger.propagate, logger.disabled = old_propagate, old_disabled
 
 
 def check_slide_file(path: Path) -> None:

@@ -79,14 +79,55 @@ def read_metadata(path: str | Path) -> dict:
     _, meta_path = _resolve(path)
     try:
         meta = json.loads(meta_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
         raise CosynthError(f"model metadata {meta_path} is not valid JSON: {exc}") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise CosynthError(f"{meta_path} is not a wsi-cosynth model file (expected \"format\": \"{FORMAT}\")")
     for key in ("config", "taxonomy", "text_encoder", "tile_size"):
         if key not in meta:
             raise CosynthError(f"model metadata {meta_path} lacks {key!r}")
+    tile, mpp = meta["tile_size"], meta.get("mpp")
+    if not (isinstance(tile, int) and not isinstance(tile, bool) and 8 <= tile <= 8192):
+        raise CosynthError(f"model metadata {meta_path}: tile_size must be an integer in 8..8192, got {tile!r:.40}")
+    if mpp is not None and not (isinstance(mpp, (int, float)) and not isinstance(mpp, bool) and 0 < mpp < 1e3):
+        raise CosynthError(f"model metadata {meta_path}: mpp must be a positive number of microns, got {mpp!r:.40}")
+    if not isinstance(meta["text_encoder"], str):
+        raise CosynthError(f"model metadata {meta_path}: text_encoder must be a string")
     return meta
+
+
+def _check_weights_fit(config: CosynthConfig, taxonomy: Taxonomy, meta: dict, meta_path: Path,
+                       weights_path: Path) -> None:
+    """Build the recorded network on torch's meta device (no memory) and compare its tensor
+    shapes with the weights file's header, before anything is allocated: a damaged config that
+    asks for a gigantic network is refused here instead of exhausting memory."""
+    from safetensors import SafetensorError, safe_open
+
+    m = config.model
+    if m.num_res_blocks > 64 or m.rrdb_blocks > 64 or len(m.channel_mults) > 16:
+        raise CosynthError(f"model metadata {meta_path}: implausible network depth in its config")
+    try:
+        with torch.device("meta"):
+            skeleton = CosynthModel(config, taxonomy, mpp=meta.get("mpp"), tile_size=int(meta["tile_size"]))
+    except (RuntimeError, ValueError) as exc:
+        raise CosynthError(f"model metadata {meta_path}: its config does not build a network ({exc})") from None
+    expected = {k: tuple(v.shape) for k, v in skeleton.state_dict().items()}
+    try:
+        with safe_open(str(weights_path), framework="pt") as fh:
+            found = {k: tuple(fh.get_slice(k).get_shape()) for k in fh.keys()}
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CosynthError(f"model weights {weights_path} are unreadable or corrupt: {exc}") from None
+    missing = sorted(set(expected) - set(found))
+    unexpected = sorted(set(found) - set(expected))
+    if missing or unexpected:
+        raise CosynthError(
+            f"model weights {weights_path} do not fit the model in {meta_path} (text encoder "
+            f"{meta['text_encoder']!r}): missing {missing[:3]}, unexpected {unexpected[:3]}")
+    for k, shape in expected.items():
+        if found[k] != shape:
+            raise CosynthError(
+                f"model weights {weights_path}: {k} has shape {found[k]} but a model with {taxonomy.n_classes} "
+                f"classes and this config needs {shape} (class count or config mismatch)")
 
 
 def load_model(
@@ -108,7 +149,7 @@ def load_model(
     weights_path, meta_path = _resolve(path)
     meta = read_metadata(meta_path)
     config = CosynthConfig.from_dict(meta["config"], where=str(meta_path))
-    taxonomy = Taxonomy.from_dict(meta["taxonomy"])
+    taxonomy = Taxonomy.from_dict(meta["taxonomy"], where=f"model metadata {meta_path}")
     if expect_taxonomy is not None and tuple(expect_taxonomy.names) != tuple(taxonomy.names):
         raise CosynthError(
             f"model {meta_path}: trained on classes {list(taxonomy.names)} ({taxonomy.n_classes}), "
@@ -118,6 +159,7 @@ def load_model(
         raise CosynthError(
             f"model {meta_path}: uses text encoder {meta['text_encoder']!r}, but {expect_text_encoder!r} was requested"
         )
+    _check_weights_fit(config, taxonomy, meta, meta_path, weights_path)
     model = CosynthModel(config, taxonomy, mpp=meta.get("mpp"), tile_size=int(meta["tile_size"]))
     if model.text_encoder_id != meta["text_encoder"]:
         raise CosynthError(
@@ -142,6 +184,9 @@ def load_model(
                 f"model weights {weights_path}: {k} has shape {tuple(state[k].shape)} but a model with "
                 f"{taxonomy.n_classes} classes and this config needs {tuple(v.shape)} (class count or config mismatch)"
             )
+    bad = next((k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())), None)
+    if bad is not None:
+        raise CosynthError(f"model weights {weights_path}: {bad} holds NaN or infinite values (a damaged checkpoint)")
     model.load_state_dict(state)
     model.meta = meta  # type: ignore[attr-defined]
     return model.to(device).eval()
