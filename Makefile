@@ -30,6 +30,8 @@ DATA ?= ../shared/data
 bench: $(STAMP)
 	$(BIN)/python benchmarks/convert_formats.py
 	$(BIN)/python benchmarks/slide_export.py
+	$(BIN)/python benchmarks/tiling.py
+	$(BIN)/python benchmarks/tiling.py --png
 	$(BIN)/python benchmarks/instance_separation.py --data $(DATA)/consep/train --format consep
 	$(BIN)/python benchmarks/layout_realism.py --consep $(DATA)/consep/train --table $(DATA)/histolytics/hgsc_nuclei_wsi.parquet
 	$(BIN)/python benchmarks/model_cost.py
