@@ -43,7 +43,7 @@ pytestmark = pytest.mark.filterwarnings("ignore")
 
 FUZZ_CASES = int(os.environ.get("WSI_COSYNTH_FUZZ_CASES", "2500"))
 # The default suite stops early when the machine is so loaded that the cases would take longer.
-FUZZ_SECONDS = float(os.environ.get("WSI_COSYNTH_FUZZ_SECONDS", "95"))
+FUZZ_SECONDS = float(os.environ.get("WSI_COSYNTH_FUZZ_SECONDS", "80"))
 FUZZ_CASES_SLOW = int(os.environ.get("WSI_COSYNTH_FUZZ_CASES_SLOW", "20000"))
 FUZZ_MEMORY_BYTES = 8 << 30
 
@@ -122,6 +122,17 @@ class Seeds:
             res = run_cli(["convert", str(src), str(out), "--from", "consep", "--to", fmt, "--quiet"])
             assert res.rc == 0, res.stderr
             setattr(self, fmt, tree_bytes(out))
+        # Evaluation inputs: two-tile COCO (synthetic) and PanNuke (real) sets and a class map.
+        two = dict(self.consep)
+        two.update({"images/u.jpg": (consep / "images" / "train_10_001.jpg").read_bytes(),
+                    "inst/u.npy": _npy_bytes(np.load(consep / "inst" / "train_10_001.npy")),
+                    "type_mat/u.mat": (consep / "type_mat" / "train_10_001.mat").read_bytes()})
+        src2 = write_tree(root / "consep-two", two)
+        for fmt in ("coco", "pannuke"):
+            out = root / f"two-{fmt}"
+            assert run_cli(["convert", str(src2), str(out), "--from", "consep", "--to", fmt, "--quiet"]).rc == 0
+            setattr(self, f"eval_{fmt}", tree_bytes(out))
+        self.class_map = b"other: other\ninflammatory: inflammatory\nepithelial: epithelial\nspindle: spindle\n"
         # Slide annotations: the first regions of a real MoNuSAC XML on its real slide, and the
         # same outlines as QuPath GeoJSON, HoVer-Net WSI JSON and GeoParquet.
         self.slide = _need("monusac", "A9K0_1.svs")
@@ -478,6 +489,29 @@ def t_checkpoint(seeds: Seeds, rng: np.random.Generator, work: Path) -> Case:
     return _checkpoint_case(seeds, work, files, expect)
 
 
+def _evaluate_case(work: Path, synthetic: dict[str, bytes], real: dict[str, bytes], class_map: bytes,
+                   expect: str) -> Case:
+    syn, ref = write_tree(work / "syn", synthetic), write_tree(work / "real", real)
+    (work / "map.yaml").write_bytes(class_map)
+    out = work / "report"
+    return Case(["evaluate", "--real", str(ref), "--real-format", "pannuke", "--synthetic", str(syn),
+                 "--synthetic-format", "coco", "--class-map", str(work / "map.yaml"), "--out", str(out), "--quiet"],
+                expect, out, lambda p: json.loads((p / "report.json").read_text()))
+
+
+def t_evaluate(seeds: Seeds, rng: np.random.Generator, work: Path) -> Case:
+    synthetic, real, class_map, expect = dict(seeds.eval_coco), dict(seeds.eval_pannuke), seeds.class_map, ANY
+    op = int(rng.integers(3))
+    if op == 0:
+        synthetic = _json_mutation(synthetic, "annotations.json", rng)
+    elif op == 1:
+        real, expect = _byte_mutation(real, rng)
+    else:
+        files, expect = _byte_mutation({"map.yaml": class_map}, rng)
+        class_map = files["map.yaml"]
+    return _evaluate_case(work, synthetic, real, class_map, expect)
+
+
 def t_layout_model(seeds: Seeds, rng: np.random.Generator, work: Path) -> Case:
     if rng.random() < 0.3:
         files, expect = _byte_mutation({"m.json": seeds.layout_model}, rng)
@@ -526,11 +560,12 @@ TARGETS: dict[str, Callable[[Seeds, np.random.Generator, Path], Case]] = {
     "slide-dicom": t_slide_dicom,
     "slide-plain": t_slide_plain,
     "checkpoint": t_checkpoint,
+    "evaluate": t_evaluate,
     "layout-model": t_layout_model,
     "train-config": t_config,
 }
 # Relative case counts: slides and exports cost more per case than dataset reads.
-WEIGHTS = {"slide-svs": 0.25, "slide-dicom": 0.2, "slide-plain": 0.5, "checkpoint": 0.3, "qupath-geojson": 0.4,
+WEIGHTS = {"evaluate": 0.03, "slide-svs": 0.25, "slide-dicom": 0.2, "slide-plain": 0.5, "checkpoint": 0.3, "qupath-geojson": 0.4,
            "hovernet-wsi": 0.35, "aperio-xml": 0.3, "geoparquet": 0.4}
 
 
@@ -603,7 +638,7 @@ def seeds(tmp_path_factory) -> Seeds:
 def test_every_target_has_a_valid_seed(seeds, tmp_path):
     """The unmutated inputs succeed, so a case that fails is its mutation's doing."""
     for name in TARGETS:
-        if name == "train-config":
+        if name in ("train-config", "evaluate"):  # no valid run to start / 20 s of InceptionV3: see below
             continue
         case = _pristine(seeds, name, tmp_path / name)
         res = run_cli(case.argv)
@@ -630,6 +665,8 @@ def _pristine(seeds: Seeds, name: str, work: Path) -> Case:
         return _slide_case(work, "s.dcm", seeds.dicom, ANY)
     if name == "slide-plain":
         return _slide_case(work, "s.png", seeds.plain["png"], ANY, mpp="1", slide_mpp="0.25")
+    if name == "evaluate":
+        return _evaluate_case(work, seeds.eval_coco, seeds.eval_pannuke, seeds.class_map, ANY)
     if name == "checkpoint":
         return _checkpoint_case(seeds, work, seeds.checkpoint, ANY)
     model = work / "m.json"
@@ -648,6 +685,14 @@ def test_fuzz_every_reader(seeds, tmp_path):
     _assert_no_failures(tally, elapsed)
     assert tally.total >= min(FUZZ_CASES, 1000), f"only {tally.total} cases in {elapsed:.0f} s: machine overloaded?"
     assert set(tally.counts) == set(TARGETS)
+
+
+@pytest.mark.slow
+def test_evaluate_seed_is_valid(seeds, tmp_path):
+    case = _pristine(seeds, "evaluate", tmp_path / "evaluate")
+    res = run_cli(case.argv)
+    assert res.rc == 0, (res.stderr[-500:], res.error)
+    case.check(case.out)
 
 
 @pytest.mark.slow
