@@ -119,6 +119,14 @@ def test_qupath_absurd_or_degenerate_polygons_are_not_silent(slide, tmp_path, ri
     assert_clean(res, names=ann)
 
 
+def test_nuclei_outside_the_slide_are_an_error_under_strict_geometry(slide, tmp_path):
+    ann = tmp_path / "a.geojson"
+    ann.write_text(json.dumps(_qupath([_square(100, 100), _square(5000, 5000)])))
+    res = _export_real(slide, ann, tmp_path / "out")
+    assert res.rc == 0 and "1 of 2 nuclei lie outside the slide" in res.stdout + res.stderr
+    assert_clean(_export_real(slide, ann, tmp_path / "out2", "--strict-geometry"), names=ann)
+
+
 # ----------------------------------------------------------------------------------------- 2 HoVer-Net contours
 @pytest.mark.parametrize("bad", [None, float("nan"), -1e300], ids=["null", "nan", "-1e300"])
 def test_hovernet_json_bad_contour_values(hovernet_dir, tmp_path, bad):

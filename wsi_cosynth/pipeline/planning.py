@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import re
 import warnings
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -26,6 +26,7 @@ from ..records import LabelledTile, Layout, Provenance, SlidePlacement
 from ..slide import SlideReader, TileGrid, TissueMask, TissueParams, detect_tissue, tile_grid
 from ..slide.tissue import default_mask_mpp
 from ..taxonomy import BUILTIN, Taxonomy, get_taxonomy, is_unclassified, normalise_name
+from ..validation import raise_if_strict
 
 DEFAULT_TAXONOMY = "lizard"
 # LabelledTile.extra key of the source outlines of instance ids 1..N ((N,) shapely geometries in
@@ -281,6 +282,9 @@ def _check_inside(reader: SlideReader, table: AnnotationTable, notes: list[str])
             f"not at level 0?)"
         )
     if outside.any():
+        # The slide is the frame of slide-level annotations: out of it is out of bounds.
+        raise_if_strict(f"annotations {table.source}", Counter({f"outside the {w}x{h} slide": int(outside.sum())}),
+                        what="nucleus centroid")
         notes.append(f"annotations {table.source}: {int(outside.sum())} of {len(c)} nuclei lie outside the slide and are ignored")
 
 
