@@ -30,6 +30,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=None, help="batch size (overrides the config)")
     p.add_argument("--lr", type=float, default=None, help="learning rate (overrides the config)")
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
+    p.add_argument("--init-from", default=None,
+                   help="start from this checkpoint's weights (fine-tuning, e.g. the bundled model on your data); "
+                        "the config must build the same network")
     p.add_argument("--holdout-images", default="",
                    help="comma-separated source images kept out for validation (e.g. train_1,train_2; "
                         "slide file stems with --slide)")
@@ -70,7 +73,8 @@ def run(args: argparse.Namespace) -> int:
                                     mpp=args.mpp)
         where = args.data
     taxonomy = source.taxonomy
-    dataset = TileDataset(source.tiles, taxonomy=taxonomy, tile_size=config.train.tile_size, tissue=args.tissue,
+    dataset = TileDataset(source.tiles, taxonomy=taxonomy, tile_size=config.train.crop_size or config.train.tile_size,
+                          tissue=args.tissue,
                           text_drop_prob=config.train.text_drop_prob)
     # Held-out tiles score the EMA model at every checkpoint (validation.jsonl), on seeded crops and flips.
     validation = validation_set(source.validation, taxonomy=taxonomy, tile_size=config.train.tile_size,
@@ -80,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
           f"output {args.out}", flush=True)
     model = train(config, dataset, args.out, mpp=source.mpp, resume=args.resume, device=args.device,
                   data_summary={**source.summary, "tissue": args.tissue}, progress=show_progress(args),
-                  validation=validation)
+                  validation=validation, init_from=args.init_from)
     print(json.dumps({"out": str(Path(args.out) / "model"), "steps": config.train.steps,
                       "text_encoder": model.text_encoder_id}), flush=True)
     return 0

@@ -13,7 +13,7 @@ import torch
 from .schedules import CosineSchedule, alpha_bar_at
 
 
-def _bcast(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+def batch_broadcast(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """(B,) -> (B, 1, 1, 1) in ``like``'s dtype and device."""
     return v.to(device=like.device, dtype=like.dtype).view(-1, *([1] * (like.ndim - 1)))
 
@@ -42,18 +42,18 @@ class GaussianDiffusion:
     def q_sample(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         """x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps  (eq. 4 of Ho et al.)."""
         abar = self.abar(t)
-        return _bcast(abar.sqrt(), x0) * x0 + _bcast((1 - abar).sqrt(), x0) * noise
+        return batch_broadcast(abar.sqrt(), x0) * x0 + batch_broadcast((1 - abar).sqrt(), x0) * noise
 
     def predict_x0(self, x_t: torch.Tensor, t: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
         """x_0 = (x_t - sqrt(1 - abar_t) eps) / sqrt(abar_t), clipped to [-1, 1] if configured."""
         abar = self.abar(t)
-        x0 = (x_t - _bcast((1 - abar).sqrt(), x_t) * eps) / _bcast(abar.sqrt(), x_t)
+        x0 = (x_t - batch_broadcast((1 - abar).sqrt(), x_t) * eps) / batch_broadcast(abar.sqrt(), x_t)
         return x0.clamp(-1.0, 1.0) if self.clip_x0 else x0
 
     def predict_eps(self, x_t: torch.Tensor, t: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
         """The noise consistent with ``x_t`` and ``x0`` at step ``t``."""
         abar = self.abar(t)
-        return (x_t - _bcast(abar.sqrt(), x_t) * x0) / _bcast((1 - abar).sqrt(), x_t)
+        return (x_t - batch_broadcast(abar.sqrt(), x_t) * x0) / batch_broadcast((1 - abar).sqrt(), x_t)
 
     def posterior(self, x0: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor, s: torch.Tensor) -> PosteriorGaussian:
         """q(x_s | x_t, x_0) for any s < t (eqs. 6-7 of Ho et al. with the strided beta).
@@ -68,7 +68,7 @@ class GaussianDiffusion:
         c0 = abar_s.sqrt() * beta_ts / (1 - abar_t)
         ct = alpha_ts.sqrt() * (1 - abar_s) / (1 - abar_t)
         var = (1 - abar_s) / (1 - abar_t) * beta_ts
-        return PosteriorGaussian(mean=_bcast(c0, x0) * x0 + _bcast(ct, x_t) * x_t, var=_bcast(var, x0))
+        return PosteriorGaussian(mean=batch_broadcast(c0, x0) * x0 + batch_broadcast(ct, x_t) * x_t, var=batch_broadcast(var, x0))
 
     def ddpm_step(
         self, x_t: torch.Tensor, eps: torch.Tensor, t: torch.Tensor, s: torch.Tensor, noise: torch.Tensor
@@ -90,7 +90,7 @@ class GaussianDiffusion:
         abar_t, abar_s = self.abar(t), self.abar(s)
         sigma = eta * ((1 - abar_s) / (1 - abar_t)).sqrt() * (1 - abar_t / abar_s).sqrt()
         dir_coef = (1 - abar_s - sigma**2).clamp(min=0).sqrt()
-        return _bcast(abar_s.sqrt(), x0) * x0 + _bcast(dir_coef, x0) * eps + _bcast(sigma, x0) * noise
+        return batch_broadcast(abar_s.sqrt(), x0) * x0 + batch_broadcast(dir_coef, x0) * eps + batch_broadcast(sigma, x0) * noise
 
     @staticmethod
     def loss(eps_pred: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:

@@ -1,18 +1,31 @@
 """The joint process: image and distance map (Gaussian) and semantic label (categorical),
 noised at one shared step t, with the weighted loss L = w_i L_image + w_d L_dist + w_l L_label
 (9 / 1 / 3 in the paper).
+
+The network's Gaussian outputs are in one of two parameterisations (``prediction``):
+
+- ``"eps"``: the noise eps (Ho et al. 2020), as the paper;
+- ``"v"``: the velocity v = sqrt(abar_t) eps - sqrt(1 - abar_t) x_0 (Salimans & Ho 2022), well
+  conditioned at every step: at high noise an eps-network's x_0 estimate divides its error by
+  sqrt(abar_t) -> 0, which a few-step sampler commits to the image as grain.
+
+Either way the samplers and guidance see noise predictions: :meth:`JointDiffusion.to_eps`
+converts (eps = sqrt(1 - abar_t) x_t + sqrt(abar_t) v). ``min_snr_gamma`` weights each example's
+Gaussian losses by min(SNR_t, gamma) / SNR_t for eps, / (SNR_t + 1) for v (Min-SNR, Hang et al.
+2023), so that no band of noise levels dominates the gradient.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 
 from . import noise
 from .categorical import CategoricalDiffusion, index_to_log_onehot
-from .gaussian import GaussianDiffusion
+from .gaussian import GaussianDiffusion, batch_broadcast
 from .schedules import CosineSchedule
 
 
@@ -49,6 +62,8 @@ class JointPrediction:
 
 
 ModelFn = Callable[[JointState, torch.Tensor], JointPrediction]
+Prediction = Literal["eps", "v"]
+PREDICTIONS = ("eps", "v")
 
 
 @dataclass(frozen=True)
@@ -70,6 +85,8 @@ class JointDiffusion:
         label: CosineSchedule,
         num_classes: int,
         weights: LossWeights = LossWeights(),
+        prediction: Prediction = "eps",
+        min_snr_gamma: float | None = None,
     ) -> None:
         if not image.num_steps == distance.num_steps == label.num_steps:
             raise ValueError(
@@ -81,6 +98,39 @@ class JointDiffusion:
         self.distance = GaussianDiffusion(distance)
         self.label = CategoricalDiffusion(label, num_classes)
         self.weights = weights
+        if prediction not in PREDICTIONS:
+            raise ValueError(f"prediction must be one of {PREDICTIONS}, got {prediction!r}")
+        if min_snr_gamma is not None and not min_snr_gamma > 0:
+            raise ValueError(f"min_snr_gamma must be > 0, got {min_snr_gamma}")
+        self.prediction = prediction
+        self.min_snr_gamma = min_snr_gamma
+
+    def to_eps(self, raw: JointPrediction, x_t: JointState, t: torch.Tensor) -> JointPrediction:
+        """Noise predictions from the network's raw outputs (unchanged for ``"eps"``)."""
+        if self.prediction == "eps":
+            return raw
+
+        def eps(process: GaussianDiffusion, x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+            abar = batch_broadcast(process.abar(t), v)
+            return (1 - abar).sqrt() * x + abar.sqrt() * v
+
+        return JointPrediction(eps(self.image, x_t.image, raw.eps_image),
+                               eps(self.distance, x_t.distance, raw.eps_distance), raw.log_x0_label)
+
+    def _target(self, process: GaussianDiffusion, x0: torch.Tensor, eps: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        if self.prediction == "eps":
+            return eps
+        abar = batch_broadcast(process.abar(t), x0)
+        return abar.sqrt() * eps - (1 - abar).sqrt() * x0
+
+    def _snr_weight(self, process: GaussianDiffusion, t: torch.Tensor) -> torch.Tensor | None:
+        """(B,) Min-SNR weights, or None without ``min_snr_gamma``."""
+        if self.min_snr_gamma is None:
+            return None
+        abar = process.abar(t)
+        snr = abar / (1 - abar)
+        denom = snr if self.prediction == "eps" else snr + 1
+        return (snr.clamp(max=self.min_snr_gamma) / denom).float()
 
     def q_sample(
         self, x0: JointState, t: torch.Tensor, generator: torch.Generator | None
@@ -99,13 +149,23 @@ class JointDiffusion:
     def losses(
         self, model_fn: ModelFn, x0: JointState, t: torch.Tensor, generator: torch.Generator | None
     ) -> dict[str, torch.Tensor]:
-        """Scalar losses ``image``, ``distance``, ``label`` (each a batch mean) and their weighted ``total``."""
+        """Scalar losses ``image``, ``distance``, ``label`` (each a batch mean) and their weighted ``total``.
+
+        ``model_fn`` returns the network's raw outputs (in the ``prediction`` parameterisation);
+        the Gaussian losses are the (Min-SNR weighted) mean squared errors against their targets.
+        """
         x_t, eps_i, eps_d = self.q_sample(x0, t, generator)
         pred = model_fn(x_t, t)
         log_l0 = index_to_log_onehot(x0.label, self.num_classes)
+
+        def gaussian_loss(process: GaussianDiffusion, raw: torch.Tensor, x: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+            per_sample = GaussianDiffusion.loss(raw, self._target(process, x, eps, t))
+            w = self._snr_weight(process, t)
+            return (per_sample * w.to(per_sample.device) if w is not None else per_sample).mean()
+
         out = {
-            "image": GaussianDiffusion.loss(pred.eps_image, eps_i).mean(),
-            "distance": GaussianDiffusion.loss(pred.eps_distance, eps_d).mean(),
+            "image": gaussian_loss(self.image, pred.eps_image, x0.image, eps_i),
+            "distance": gaussian_loss(self.distance, pred.eps_distance, x0.distance, eps_d),
             "label": self.label.loss(log_l0, x_t.label, t, pred.log_x0_label.float(), ce_weight=self.weights.label_ce).mean(),
         }
         w = self.weights

@@ -84,10 +84,17 @@ class DiffusionConfig(_Frozen):
     label: ScheduleConfig = ScheduleConfig()
     loss_weights: tuple[float, float, float] = (9.0, 1.0, 3.0)
     label_ce_weight: float = Field(1.0, ge=0.0, description="auxiliary x0 cross-entropy in the label loss")
+    # What the network predicts for image and distance: the noise (the paper) or the velocity v.
+    prediction: Literal["eps", "v"] = "eps"
+    # Min-SNR loss weighting min(SNR, gamma) / SNR (Hang et al. 2023); None: unweighted.
+    min_snr_gamma: float | None = Field(None, gt=0.0)
 
 
 class TrainConfig(_Frozen):
     tile_size: int = Field(256, ge=8)
+    # Train on random crops of this size (the networks are fully convolutional and sample whole
+    # tiles): a 128-px crop costs a quarter of a 256-px one. None: crops of tile_size.
+    crop_size: int | None = Field(None, ge=8)
     batch_size: int = Field(8, ge=1)
     steps: int = Field(10000, ge=1)
     lr: float = Field(1e-4, gt=0)
@@ -121,13 +128,14 @@ class CosynthConfig(_Frozen):
 
     @model_validator(mode="after")
     def _check_sizes(self) -> "CosynthConfig":
-        inner = self.train.tile_size // self.model.unshuffle
         down = 2 ** (len(self.model.channel_mults) - 1)
-        if self.train.tile_size % self.model.unshuffle or inner % down:
-            raise ValueError(
-                f"tile_size {self.train.tile_size} must be divisible by unshuffle {self.model.unshuffle} "
-                f"times 2^(levels-1) = {down}"
-            )
+        for key, size in (("tile_size", self.train.tile_size), ("crop_size", self.train.crop_size)):
+            if size is not None and (size % self.model.unshuffle or (size // self.model.unshuffle) % down):
+                raise ValueError(
+                    f"{key} {size} must be divisible by unshuffle {self.model.unshuffle} times 2^(levels-1) = {down}"
+                )
+        if self.train.crop_size is not None and self.train.crop_size > self.train.tile_size:
+            raise ValueError(f"crop_size {self.train.crop_size} exceeds tile_size {self.train.tile_size}")
         return self
 
     def with_overrides(self, **train_overrides: object) -> "CosynthConfig":

@@ -45,7 +45,8 @@ def build_process(config: CosynthConfig, n_classes: int) -> JointDiffusion:
         return CosineSchedule(d.num_steps, offset=c.offset, max_beta=c.max_beta)
 
     return JointDiffusion(image=sched(d.image), distance=sched(d.distance), label=sched(d.label),
-                          num_classes=n_classes + 1, weights=LossWeights(*d.loss_weights, label_ce=d.label_ce_weight))
+                          num_classes=n_classes + 1, weights=LossWeights(*d.loss_weights, label_ce=d.label_ce_weight),
+                          prediction=d.prediction, min_snr_gamma=d.min_snr_gamma)
 
 
 class CosynthModel(nn.Module):
@@ -148,9 +149,10 @@ class CosynthModel(nn.Module):
         with autocast:
             feats = self.denoiser.encode_points(points)  # once per sample, reused at every step
             cond = self.encode_text(prompts, ones)
+            to_eps = self.process.to_eps  # the samplers take noise predictions, whatever the network predicts
             if guidance == 1.0:
                 def model_fn(x_t: JointState, t: torch.Tensor) -> JointPrediction:
-                    return self.denoiser(x_t, t, cond, feats)
+                    return to_eps(self.denoiser(x_t, t, cond, feats), x_t, t)
             else:
                 text2 = torch.cat([cond, self.encode_text(prompts, ~ones)])
                 feats2 = torch.cat([feats, feats])
@@ -158,7 +160,7 @@ class CosynthModel(nn.Module):
                 def model_fn(x_t: JointState, t: torch.Tensor) -> JointPrediction:
                     # conditional and unconditional halves as ONE batched forward
                     c, u = self.denoiser(x_t.repeat(2), t.repeat(2), text2, feats2).chunk(2)
-                    return combine_guidance(c, u, guidance)
+                    return to_eps(combine_guidance(c, u, guidance), x_t, t)
 
             timesteps = strided_timesteps(self.process.num_steps, steps)
             x = sample_steps(model_fn, (b, s, s), self.process, timesteps=timesteps, method=sampler, eta=eta,
