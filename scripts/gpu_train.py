@@ -153,7 +153,8 @@ def stage_train(a: dict, work: Path, result: Path) -> None:
     say(f"train: {config.name} on {device}, batch {batch}, lr {config.train.lr:g}, {len(train_tiles)} tiles "
         f"({len(held)} held out), wall {a['wall_seconds']:.0f} s")
     t = time.perf_counter()
-    dataset = TileDataset(train_tiles, taxonomy=train_tiles[0].taxonomy, tile_size=config.train.tile_size,
+    crop = config.train.crop_size or config.train.tile_size  # the network samples whole tiles either way
+    dataset = TileDataset(train_tiles, taxonomy=train_tiles[0].taxonomy, tile_size=crop,
                           tissue=meta.get("tissue"), text_drop_prob=config.train.text_drop_prob)
     validation = validation_set(held, taxonomy=dataset.taxonomy, tile_size=config.train.tile_size,
                                 tissue=meta.get("tissue")) if held else None
