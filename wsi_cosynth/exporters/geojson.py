@@ -59,6 +59,7 @@ OUTLINES_KEY = "outlines_tile"  # LabelledTile.extra: source outlines (pipeline.
 _COLLECTION_HEAD, _COLLECTION_TAIL = '{"type":"FeatureCollection","features":[', "]}"
 _NAMESPACE = uuid.UUID("6f1c6c52-3b7e-4a0e-9a53-5b3f1f0c9d11")
 _NAMESPACE_BYTES = _NAMESPACE.bytes
+_COMPACT_ENCODER = json.JSONEncoder(separators=(",", ":"), check_circular=False)
 _LEGACY_IDS = {
     "PathAnnotationObject": "annotation",
     "PathDetectionObject": "detection",
@@ -109,7 +110,8 @@ class Writer(DatasetWriter):
 
     def _write_features(self, tile: LabelledTile, path: Path) -> None:
         features = tile_features(tile, multipolygon=self.multipolygon, fragments=self.fragments)
-        path.write_text(json.dumps({"type": "FeatureCollection", "features": features}, separators=(",", ":")))
+        # json.dumps(..., separators=(",", ":")) without the circular-reference bookkeeping.
+        path.write_text(_COMPACT_ENCODER.encode({"type": "FeatureCollection", "features": features}))
 
     def _wait_for_encoding(self, *, raise_errors: bool = True) -> None:
         while self._encoding:
@@ -224,8 +226,7 @@ def tile_features(tile: LabelledTile, *, multipolygon: bool = False, fragments: 
     for k in range(tile.n_nuclei):
         if k in simple:
             geometry, area = simple[k]
-            cls = int(tile.classes[k])
-            out.append(_feature(tile, k, geometry, area, cls))
+            out.append(_feature(tile, k, geometry, area, int(tile.classes[k])))
             continue
         # A real tile carries the source outlines its mask was drawn from: write those (clipped to
         # the tile); synthetic tiles, or an outline with no area left, are traced from the mask.
