@@ -42,6 +42,8 @@ class Taxonomy:
             raise CosynthError(f"taxonomy {self.key!r}: {len(self.names)} names but {len(self.colors)} colours")
         if not self.names:
             raise CosynthError(f"taxonomy {self.key!r} has no classes")
+        if not all(isinstance(n, str) and n.strip() for n in self.names):
+            raise CosynthError(f"taxonomy {self.key!r}: class names must be non-empty strings, got {list(self.names)[:8]}")
         keys = [normalise_name(n) for n in self.names]
         if len(set(keys)) != len(keys):
             raise CosynthError(f"taxonomy {self.key!r} has duplicate class names: {list(self.names)}")

@@ -198,7 +198,9 @@ def _taxonomy(categories: list[dict], path: Path) -> tuple[Taxonomy, dict[int, i
     if len(set(ids)) != len(ids):
         raise CosynthError(f"{path}: duplicate category id {next(i for i in ids if ids.count(i) > 1)}")
     cats = sorted(categories, key=lambda c: int(c["id"]))
-    names = [str(c.get("name", f"category_{c['id']}")) for c in cats]
+    names = [c.get("name", f"category_{c['id']}") for c in cats]
+    if not all(isinstance(n, str) and n.strip() for n in names):
+        raise CosynthError(f"{path}: category names must be non-empty strings, got {names[:8]}")
     colors = []
     for i, c in enumerate(cats):
         col = c.get("color")
@@ -206,7 +208,10 @@ def _taxonomy(categories: list[dict], path: Path) -> tuple[Taxonomy, dict[int, i
         colors.append(tuple(col) if ok else Taxonomy.from_names("x", names).colors[i])
     stored = path.parent / "taxonomy.json"
     key = Taxonomy.from_dict(load_json(stored)).key if optional_file(stored, "taxonomy file") else path.stem
-    tax = Taxonomy(key=key, names=tuple(names), colors=tuple(colors))  # type: ignore[arg-type]
+    try:
+        tax = Taxonomy(key=key, names=tuple(names), colors=tuple(colors))  # type: ignore[arg-type]
+    except CosynthError as exc:  # e.g. two categories whose names differ only in case
+        raise CosynthError(f"{path}: {exc}") from None
     return tax, {int(c["id"]): i + 1 for i, c in enumerate(cats)}
 
 

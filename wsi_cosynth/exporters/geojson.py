@@ -482,7 +482,10 @@ def read(path: Path) -> Iterator[LabelledTile]:
     tables = [(e, read_geojson_nuclei(path / e["geojson"])) for e in entries]
     if taxonomy is None:  # a foreign folder: the class set is the sorted names found
         names = sorted({n for _, t in tables for n in t.class_names})
-        taxonomy = Taxonomy.from_names(path.name or "geojson", names or [UNCLASSIFIED])
+        try:
+            taxonomy = Taxonomy.from_names(path.name or "geojson", names or [UNCLASSIFIED])
+        except CosynthError as exc:  # an empty or case-duplicated class name in the features
+            raise CosynthError(f"{path}: the GeoJSON classifications do not form a class set: {exc}") from None
     for entry, table in tables:
         gj = path / entry["geojson"]
         if table.is_point.any():

@@ -99,10 +99,9 @@ def nuclei_to_instances(nuc: dict, shape: tuple[int, int], path: Path) -> tuple[
             reasons[problem] += 1
             continue
         xy = np.asarray(contour, dtype=np.float64).reshape(-1, 2)
-        try:
-            t = None if t is None else int(t)
-        except (TypeError, ValueError):
-            raise CosynthError(f"{path}: nucleus {key} has type {t!r}, not an integer") from None
+        if t is not None and (isinstance(t, bool) or not (isinstance(t, int) or (isinstance(t, float) and t.is_integer()))):
+            raise CosynthError(f"{path}: nucleus {key} has type {t!r:.40}, not an integer")
+        t = None if t is None else int(t)
         if t is None or t < 1:
             raise CosynthError(f"{path}: nucleus {key} has type {t!r} (unlabelled); types must be >= 1")
         if t > 1_000_000:
