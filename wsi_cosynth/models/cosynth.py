@@ -52,13 +52,16 @@ def build_process(config: CosynthConfig, n_classes: int) -> JointDiffusion:
 class CosynthModel(nn.Module):
     """The joint diffusion model for one taxonomy, resolution and tile size."""
 
-    def __init__(self, config: CosynthConfig, taxonomy: Taxonomy, *, mpp: float | None, tile_size: int | None = None) -> None:
+    def __init__(self, config: CosynthConfig, taxonomy: Taxonomy, *, mpp: float | None, tile_size: int | None = None,
+                 text_encoder=None) -> None:
+        """``text_encoder``: one already built from ``config.model.text`` (e.g. to share a frozen
+        pretrained encoder between models); None builds it."""
         super().__init__()
         self.config = config
         self.taxonomy = taxonomy
         self.mpp = mpp
         self.tile_size = int(tile_size or config.train.tile_size)
-        encoder = build_text_encoder(config.model.text, list(taxonomy.names))
+        encoder = text_encoder if text_encoder is not None else build_text_encoder(config.model.text, list(taxonomy.names))
         if isinstance(encoder, nn.Module):
             self.text_encoder = encoder  # trainable: its weights are part of the checkpoint
         else:

@@ -97,10 +97,11 @@ def read_metadata(path: str | Path) -> dict:
 
 
 def _check_weights_fit(config: CosynthConfig, taxonomy: Taxonomy, meta: dict, meta_path: Path,
-                       weights_path: Path) -> None:
+                       weights_path: Path, text_encoder) -> None:
     """Build the recorded network on torch's meta device (no memory) and compare its tensor
     shapes with the weights file's header, before anything is allocated: a damaged config that
-    asks for a gigantic network is refused here instead of exhausting memory."""
+    asks for a gigantic network is refused here instead of exhausting memory. A pretrained text
+    encoder is built beforehand, on the CPU: its loader cannot run on the meta device."""
     from safetensors import SafetensorError, safe_open
 
     m = config.model
@@ -108,7 +109,8 @@ def _check_weights_fit(config: CosynthConfig, taxonomy: Taxonomy, meta: dict, me
         raise CosynthError(f"model metadata {meta_path}: implausible network depth in its config")
     try:
         with torch.device("meta"):
-            skeleton = CosynthModel(config, taxonomy, mpp=meta.get("mpp"), tile_size=int(meta["tile_size"]))
+            skeleton = CosynthModel(config, taxonomy, mpp=meta.get("mpp"), tile_size=int(meta["tile_size"]),
+                                    text_encoder=None if isinstance(text_encoder, torch.nn.Module) else text_encoder)
     except (RuntimeError, ValueError) as exc:
         raise CosynthError(f"model metadata {meta_path}: its config does not build a network ({exc})") from None
     expected = {k: tuple(v.shape) for k, v in skeleton.state_dict().items()}
@@ -159,8 +161,13 @@ def load_model(
         raise CosynthError(
             f"model {meta_path}: uses text encoder {meta['text_encoder']!r}, but {expect_text_encoder!r} was requested"
         )
-    _check_weights_fit(config, taxonomy, meta, meta_path, weights_path)
-    model = CosynthModel(config, taxonomy, mpp=meta.get("mpp"), tile_size=int(meta["tile_size"]))
+    from ..models.text import build_text_encoder
+
+    # A trainable (learned) encoder is rebuilt with the network; a frozen pretrained one is shared.
+    encoder = build_text_encoder(config.model.text, list(taxonomy.names))
+    _check_weights_fit(config, taxonomy, meta, meta_path, weights_path, encoder)
+    model = CosynthModel(config, taxonomy, mpp=meta.get("mpp"), tile_size=int(meta["tile_size"]),
+                         text_encoder=None if isinstance(encoder, torch.nn.Module) else encoder)
     if model.text_encoder_id != meta["text_encoder"]:
         raise CosynthError(
             f"model {meta_path}: records text encoder {meta['text_encoder']!r} but its config builds "
