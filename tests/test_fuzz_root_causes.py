@@ -313,3 +313,22 @@ def test_disk_full_while_writing(mini_consep, tmp_path, monkeypatch):
     monkeypatch.setattr(common, "save_png", full)
     assert_clean(_convert(mini_consep, "consep", tmp_path / "out"), names=tmp_path / "out")
     assert not (tmp_path / "out").exists() and no_partial_output(tmp_path)
+
+
+# ----------------------------------------------------------------------------------------- found later
+@pytest.mark.parametrize("color", [[300, 0, 0], [-1, 0, 0], [True, 0, 0]])
+def test_coco_category_colour_out_of_range_does_not_poison_the_output(coco_dataset, tmp_path, color):
+    """A COCO category colour outside 0..255 (or a bool) was copied into the converted dataset's
+    taxonomy.json, which then could not be read back."""
+    from wsi_cosynth.exporters import read_dataset
+
+    src = _copy(coco_dataset, tmp_path)
+    ann = src / "annotations.json"
+    data = json.loads(ann.read_text())
+    data["categories"][0]["color"] = color
+    ann.write_text(json.dumps(data))
+    out = tmp_path / "out"
+    res = run_cli(["convert", str(src), str(out), "--from", "coco", "--to", "pannuke", "--quiet"])
+    assert res.rc == 0 and res.error is None, (res.stderr, res.error)
+    tiles = list(read_dataset(out, "pannuke"))
+    assert tiles and all(0 <= v <= 255 for c in tiles[0].taxonomy.colors for v in c)

@@ -204,7 +204,9 @@ def _taxonomy(categories: list[dict], path: Path) -> tuple[Taxonomy, dict[int, i
     colors = []
     for i, c in enumerate(cats):
         col = c.get("color")
-        ok = isinstance(col, list) and len(col) == 3 and all(isinstance(v, int) for v in col)
+        # A colour that is not three 0..255 integers falls back to the default palette.
+        ok = isinstance(col, list) and len(col) == 3 and all(
+            isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 255 for v in col)
         colors.append(tuple(col) if ok else Taxonomy.from_names("x", names).colors[i])
     stored = path.parent / "taxonomy.json"
     key = Taxonomy.from_dict(load_json(stored)).key if optional_file(stored, "taxonomy file") else path.stem
