@@ -228,6 +228,35 @@ def remap_tiles(
 
 
 # ----------------------------------------------------------------------------------------- writer
+class BackgroundJobs:
+    """Jobs run by a lazily started pool of ``threads`` threads, at most ``backlog`` waiting:
+    writers overlap encoding with reading; :meth:`drain` waits for every job (raising the first
+    error, or dropping errors for an output that is being aborted) and stops the pool."""
+
+    def __init__(self, name: str, *, threads: int, backlog: int) -> None:
+        self.name, self.threads, self.backlog = name, threads, backlog
+        self._pool: ThreadPoolExecutor | None = None
+        self._pending: deque[Future] = deque()
+
+    def submit(self, fn, *args) -> None:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix=self.name)
+        self._pending.append(self._pool.submit(fn, *args))
+        while len(self._pending) > self.backlog:
+            self._pending.popleft().result()
+
+    def drain(self, *, raise_errors: bool = True) -> None:
+        while self._pending:
+            future = self._pending.popleft()
+            if raise_errors:
+                future.result()
+            else:
+                future.exception()  # waits; the error is dropped with the output
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
+
+
 class DatasetWriter(ABC):
     """Streams :class:`LabelledTile` s into one dataset directory.
 
@@ -270,27 +299,14 @@ class DatasetWriter(ABC):
         self._names: set[str] = set()
         self._state = "open"
         self.n_tiles = 0
-        self._image_pool: ThreadPoolExecutor | None = None
-        self._pending_images: deque[Future] = deque()
+        self._images = BackgroundJobs("png", threads=self.IMAGE_THREADS, backlog=self.IMAGE_BACKLOG)
 
     def _save_image(self, path: Path, image: np.ndarray) -> None:
         """Write ``image`` as PNG at ``path`` in the background; errors surface by :meth:`close`."""
-        if self._image_pool is None:
-            self._image_pool = ThreadPoolExecutor(max_workers=self.IMAGE_THREADS, thread_name_prefix="png")
-        self._pending_images.append(self._image_pool.submit(save_png, path, image.copy()))  # the caller may reuse its buffer
-        while len(self._pending_images) > self.IMAGE_BACKLOG:
-            self._pending_images.popleft().result()
+        self._images.submit(save_png, path, image.copy())  # the caller may reuse its buffer
 
     def _wait_for_images(self, *, raise_errors: bool = True) -> None:
-        while self._pending_images:
-            future = self._pending_images.popleft()
-            if raise_errors:
-                future.result()
-            else:
-                future.exception()  # waits; the error is dropped with the output
-        if self._image_pool is not None:
-            self._image_pool.shutdown()
-            self._image_pool = None
+        self._images.drain(raise_errors=raise_errors)
 
     def add(self, tile: LabelledTile) -> None:
         """Append one tile (file names come from ``tile.provenance.name``, unique per dataset)."""

@@ -25,9 +25,8 @@ left with no pixel is dropped. :func:`read_coco_labels` gives the labels without
 from __future__ import annotations
 
 import json
-from collections import Counter, defaultdict, deque
+from collections import Counter, defaultdict
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -39,7 +38,7 @@ from ..geometry import instance_bboxes, mask_to_polygons, rasterize_polygon
 from ..records import LabelledTile, Provenance, relabel_contiguous
 from ..taxonomy import Taxonomy
 from ..validation import placement_from, provenance_from, report_dropped, ring_problem
-from ._common import MIN_IMAGE_SIDE, DatasetWriter, load_image, load_json, write_taxonomy_file
+from ._common import MIN_IMAGE_SIDE, BackgroundJobs, DatasetWriter, load_image, load_json, write_taxonomy_file
 from ._rle import decode_counts_string, paint_counts, uncompressed_rles
 
 ANNOTATIONS = "annotations.json"
@@ -65,8 +64,7 @@ class Writer(DatasetWriter):
         self.n_annotations = 0
         # One compact JSON object per line; rewritten into annotations.json by _finish.
         self._spool = open(self.root / _SPOOL, "w", encoding="utf-8")
-        self._encoder: ThreadPoolExecutor | None = None
-        self._encoding: deque[Future] = deque()
+        self._encoding = BackgroundJobs("coco-encode", threads=1, backlog=self.ENCODE_BACKLOG)
 
     def _add(self, tile: LabelledTile) -> None:
         h, w = tile.size
@@ -83,11 +81,7 @@ class Writer(DatasetWriter):
             return
         # Encoding runs in one background thread (FIFO: annotation ids and bytes as if inline),
         # at most ENCODE_BACKLOG tiles behind, so it overlaps reading the next tile.
-        if self._encoder is None:
-            self._encoder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="coco-encode")
-        self._encoding.append(self._encoder.submit(self._encode, tile.instances.copy(), tile.classes.copy(), image_id))
-        while len(self._encoding) > self.ENCODE_BACKLOG:
-            self._encoding.popleft().result()
+        self._encoding.submit(self._encode, tile.instances.copy(), tile.classes.copy(), image_id)
 
     def _encode(self, instances: np.ndarray, classes: np.ndarray, image_id: int) -> None:
         """Spool the annotations of one tile (instance ids 1..N, classes (N,))."""
@@ -121,15 +115,7 @@ class Writer(DatasetWriter):
             self._spool.write(json.dumps(annotation, **_COMPACT) + "\n")
 
     def _wait_for_encoding(self, *, raise_errors: bool = True) -> None:
-        while self._encoding:
-            future = self._encoding.popleft()
-            if raise_errors:
-                future.result()
-            else:
-                future.exception()  # waits; the error goes with the aborted output
-        if self._encoder is not None:
-            self._encoder.shutdown()
-            self._encoder = None
+        self._encoding.drain(raise_errors=raise_errors)
 
     def _finish(self) -> None:
         self._wait_for_encoding()

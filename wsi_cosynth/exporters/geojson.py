@@ -38,9 +38,8 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,7 +51,7 @@ from ..geometry import instance_bboxes, mask_to_polygons, rasterize_polygon
 from ..records import LabelledTile, Provenance, relabel_contiguous
 from ..taxonomy import Taxonomy
 from ..validation import geometry_problems, placement_from, provenance_from, report_dropped
-from ._common import DatasetWriter, IMAGE_SUFFIXES, list_stems, load_image, load_json
+from ._common import BackgroundJobs, DatasetWriter, IMAGE_SUFFIXES, list_stems, load_image, load_json
 
 UNCLASSIFIED = "unclassified"
 OUTLINES_KEY = "outlines_tile"  # LabelledTile.extra: source outlines (pipeline.planning.OUTLINES_KEY)
@@ -82,19 +81,14 @@ class Writer(DatasetWriter):
         self.entries: list[dict] = []
         self.multipolygon = bool(multipolygon)
         self.fragments = FragmentCount()
-        self._encoder: ThreadPoolExecutor | None = None
-        self._encoding: deque[Future] = deque()
+        self._encoding = BackgroundJobs("geojson-encode", threads=1, backlog=self.ENCODE_BACKLOG)
 
     def _add(self, tile: LabelledTile) -> None:
         name = tile.provenance.name
         self._save_image(self.root / "images" / f"{name}.png", tile.image)
         # Features are built and written in one background thread (FIFO, so the fragment count
         # and every byte are as if inline), at most ENCODE_BACKLOG tiles behind.
-        if self._encoder is None:
-            self._encoder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="geojson-encode")
-        self._encoding.append(self._encoder.submit(self._write_features, tile, self.root / "tiles" / f"{name}.geojson"))
-        while len(self._encoding) > self.ENCODE_BACKLOG:
-            self._encoding.popleft().result()
+        self._encoding.submit(self._write_features, tile, self.root / "tiles" / f"{name}.geojson")
         pl = tile.placement
         self.entries.append(
             {
@@ -114,15 +108,7 @@ class Writer(DatasetWriter):
         path.write_text(_COMPACT_ENCODER.encode({"type": "FeatureCollection", "features": features}))
 
     def _wait_for_encoding(self, *, raise_errors: bool = True) -> None:
-        while self._encoding:
-            future = self._encoding.popleft()
-            if raise_errors:
-                future.result()
-            else:
-                future.exception()  # waits; the error goes with the aborted output
-        if self._encoder is not None:
-            self._encoder.shutdown()
-            self._encoder = None
+        self._encoding.drain(raise_errors=raise_errors)
 
     def _release(self) -> None:
         self._wait_for_encoding(raise_errors=False)
