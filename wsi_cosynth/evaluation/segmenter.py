@@ -27,6 +27,7 @@ from torch import nn
 
 from ..errors import CosynthError
 from ..records import LabelledTile
+from ..training.dataset import d4
 
 
 @dataclass(frozen=True)
@@ -112,11 +113,6 @@ def _prepare(tiles: Sequence[LabelledTile]) -> list[_Prepared]:
     return out
 
 
-def _d4(a: np.ndarray, k: int) -> np.ndarray:
-    a = np.rot90(a, k % 4, axes=(0, 1))
-    return a[:, ::-1] if k >= 4 else a
-
-
 def _batch(data: Sequence[_Prepared], config: SegmenterConfig, rng: np.random.Generator):
     """One batch of random crops with D4 symmetries and colour jitter, all drawn from ``rng``."""
     images, sems, dists = [], [], []
@@ -125,7 +121,7 @@ def _batch(data: Sequence[_Prepared], config: SegmenterConfig, rng: np.random.Ge
         h, w = p.semantic.shape
         s = min(config.crop, h, w)
         r0, c0, k = int(rng.integers(0, h - s + 1)), int(rng.integers(0, w - s + 1)), int(rng.integers(0, 8))
-        img = _d4(p.image[r0:r0 + s, c0:c0 + s], k).astype(np.float32) / 255.0
+        img = d4(p.image[r0:r0 + s, c0:c0 + s], k).astype(np.float32) / 255.0
         j = config.colour_jitter
         bright, contrast, sat = (1 + rng.uniform(-j, j, 3)) if j > 0 else (1.0, 1.0, 1.0)
         grey = img.mean(axis=2, keepdims=True)
@@ -133,8 +129,8 @@ def _batch(data: Sequence[_Prepared], config: SegmenterConfig, rng: np.random.Ge
         img = (img - img.mean()) * contrast + img.mean()
         img = np.clip(img * bright, 0.0, 1.0).astype(np.float32)
         images.append(img)
-        sems.append(_d4(p.semantic[r0:r0 + s, c0:c0 + s], k))
-        dists.append(_d4(p.distance[r0:r0 + s, c0:c0 + s], k))
+        sems.append(d4(p.semantic[r0:r0 + s, c0:c0 + s], k))
+        dists.append(d4(p.distance[r0:r0 + s, c0:c0 + s], k))
     x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous() * 2 - 1
     y_sem = torch.from_numpy(np.ascontiguousarray(np.stack(sems)))
     y_dist = torch.from_numpy(np.ascontiguousarray(np.stack(dists)))[:, None]
