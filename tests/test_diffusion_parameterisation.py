@@ -164,5 +164,11 @@ def test_init_from_a_mismatched_network_is_an_error(tiles, tmp_path):
     wider = CosynthConfig.from_dict(d)
     with pytest.raises(CosynthError, match="does not fit"):
         train(wider, ds, tmp_path / "b", mpp=0.25, progress=False, init_from=tmp_path / "a" / "model")
+    # Gaining the full-resolution path is the one change a warm start accepts (it starts at zero).
+    d = _config().to_dict()
+    d["model"]["full_res_channels"] = 8
+    finer = train(CosynthConfig.from_dict(d), ds, tmp_path / "d", mpp=0.25, progress=False,
+                  init_from=tmp_path / "a" / "model")
+    assert finer.config.model.full_res_channels == 8
     with pytest.raises(CosynthError, match="no model weights"):
         train(_config(), ds, tmp_path / "c", mpp=0.25, progress=False, init_from=tmp_path / "missing")

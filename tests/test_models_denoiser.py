@@ -47,6 +47,7 @@ def test_presets_validate_and_unknown_keys_fail(tmp_path):
 @pytest.mark.parametrize("model, needle", [
     ({"channels": 36, "channel_mults": [2, 4], "groups": 8}, "width 36.*groups"),  # the stem's width
     ({"channels": 32, "channel_mults": [1, 3], "num_heads": 5, "groups": 8}, "num_heads"),
+    ({"full_res_channels": 12, "groups": 8}, "full_res_channels 12"),
 ])
 def test_widths_that_would_break_the_network_are_config_errors(model, needle):
     data = load_config("tiny").to_dict()
@@ -71,6 +72,44 @@ def test_gradients_reach_every_parameter():
             continue
         assert p.grad.abs().sum() > 0, name
     assert m.text_encoder.embedding.weight.grad.abs().sum() > 0
+
+
+def _batch(b: int = 3, seed: int = 0):
+    gen = torch.Generator().manual_seed(seed)
+    x0 = JointState(torch.rand(b, 3, 32, 32, generator=gen) * 2 - 1, torch.rand(b, 1, 32, 32, generator=gen) * 2 - 1,
+                    torch.randint(0, 5, (b, 32, 32), generator=gen))
+    points = torch.zeros(b, 32, 32, dtype=torch.long)
+    points[:, 5, 7], points[:, 20, 3], points[:, 9, 30] = 1, 2, 3
+    return x0, points
+
+
+def test_full_resolution_path_starts_as_the_model_without_it_then_learns():
+    base = _model(unshuffle=2)
+    wide = _model(seed=1, unshuffle=2, full_res_channels=8)
+    missing, unexpected = wide.load_state_dict(base.state_dict(), strict=False)
+    assert missing and all(k.startswith("denoiser.full_res.") for k in missing) and not unexpected
+    x0, points = _batch()
+    x_t = JointState(x0.image + 0.3, x0.distance - 0.2, x0.label)
+    t = torch.tensor([3, 400, 999])
+    prompts = ["high-quality histopathology colon tissue image including nuclei types of epithelial"] * 3
+
+    def predict(m):
+        with torch.no_grad():
+            text = m.encode_text(prompts, torch.ones(3, dtype=torch.bool))
+            return m.denoiser(x_t, t, text, m.denoiser.encode_points(points))
+
+    before, reference = predict(wide), predict(base)
+    assert torch.equal(before.eps_image, reference.eps_image)
+    assert torch.equal(before.log_x0_label, reference.log_x0_label)
+    opt = torch.optim.SGD(wide.denoiser.full_res.parameters(), lr=0.05)
+    for step in range(2):  # the zero-initialised joins open on the first step, the rest follows
+        opt.zero_grad()
+        wide.training_losses(x0, points, prompts, torch.ones(3, dtype=torch.bool),
+                             torch.Generator().manual_seed(step))["total"].backward()
+        opt.step()
+    for name, p in wide.denoiser.full_res.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+    assert not torch.allclose(predict(wide).eps_image, reference.eps_image)
 
 
 def test_same_seed_same_samples_and_seed_matters():

@@ -48,6 +48,12 @@ class ModelConfig(_Frozen):
     # A per-pixel linear path from the noisy input to the output, gated by the timestep: at high
     # noise eps ~ x_t, an identity the unshuffled stem (e.g. 144 -> 32 channels) cannot carry.
     input_skip: bool = True
+    # Width of an optional shallow path at full tile resolution around the unshuffled U-Net (0:
+    # none): one conv in, one residual block out, joined to the body by 1x1 convs. It gives the
+    # sub-patch detail (nuclear boundaries, chromatin) a path that does not go through the
+    # unshuffle squeeze. Zero-initialised where it joins, so adding it to a trained model
+    # changes nothing until it is trained.
+    full_res_channels: int = Field(0, ge=0)
     channels: int = Field(32, ge=8)
     channel_mults: tuple[int, ...] = (1, 2)
     num_res_blocks: int = Field(1, ge=1)
@@ -62,6 +68,8 @@ class ModelConfig(_Frozen):
 
     @model_validator(mode="after")
     def _check_groups(self) -> "ModelConfig":
+        if self.full_res_channels % self.groups:
+            raise ValueError(f"full_res_channels {self.full_res_channels} is not divisible by groups = {self.groups}")
         # Every width the U-Net uses (the stem's and each level's) meets a GroupNorm, and an
         # attention block at any level (the middle block always has one) splits it into heads.
         for width in (self.channels, *(self.channels * m for m in self.channel_mults)):

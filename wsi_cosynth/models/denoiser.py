@@ -6,6 +6,7 @@ lossless space-to-depth stem so the U-Net works at tile_size / unshuffle) and pr
 ``channels``. The RRDB features of the point map are added to these input features. The U-Net
 body is conditioned on the timestep embedding plus the projected text embedding (FiLM). The head
 predicts image noise (3), distance noise (1) and x_0 label logits (K), shuffled back to full size.
+With ``full_res_channels`` > 0 a shallow full-resolution path (models/full_res.py) wraps the body.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from torch import nn
 
 from ..diffusion.joint import JointPrediction, JointState
 from .config import ModelConfig
+from .full_res import FullResolutionPath
 from .rrdb import PointEncoder
 from .unet import UNetBody, timestep_embedding
 
@@ -57,6 +59,11 @@ class Denoiser(nn.Module):
         if config.input_skip:
             self.skip = nn.Conv2d(in_ch, out_ch, 1)
             self.skip_gate = nn.Linear(emb_dim, out_ch)
+        if config.full_res_channels:
+            self.full_res = FullResolutionPath(
+                in_channels=in_ch // (f * f), out_channels=out_ch // (f * f), channels=config.full_res_channels,
+                factor=f, body_in=ch, body_out=self.body.out_channels, emb_dim=emb_dim, groups=config.groups,
+            )
 
     def encode_points(self, points: torch.Tensor) -> torch.Tensor:
         """(B, H, W) int64 point map -> (B, channels, H/f, W/f) features; computed once per sample."""
@@ -77,11 +84,18 @@ class Denoiser(nn.Module):
         x = torch.cat([x_t.image, x_t.distance, label], dim=1)
         xu = F.pixel_unshuffle(x, self.unshuffle)
         h = self.stem(xu) + point_features.to(x.dtype)
+        if self.config.full_res_channels:
+            full = self.full_res.features(x)
+            h = h + self.full_res.body_input(full)
         emb = self.time_mlp(timestep_embedding(t, self.config.channels)) + self.text_proj(text)
-        y = self.head(self.body(h, emb))
+        body = self.body(h, emb)
+        y = self.head(body)
         if self.config.input_skip:
             y = y + self.skip(xu) * self.skip_gate(emb)[:, :, None, None]
-        out = F.pixel_shuffle(y, self.unshuffle).float()
+        out = F.pixel_shuffle(y, self.unshuffle)
+        if self.config.full_res_channels:
+            out = out + self.full_res.output(body, full, emb)
+        out = out.float()
         return JointPrediction(
             eps_image=out[:, :3],
             eps_distance=out[:, 3:4],

@@ -70,6 +70,9 @@ def _trim_log(path: Path, step: int) -> None:
         write_text_atomic(path, "".join(kept))
 
 
+FULL_RES_PREFIX = "denoiser.full_res."
+
+
 def _initial_weights(path: str | Path, model: CosynthModel) -> dict[str, torch.Tensor]:
     """The weights of checkpoint ``path``, checked to fit ``model`` parameter by parameter."""
     from safetensors import SafetensorError
@@ -85,12 +88,16 @@ def _initial_weights(path: str | Path, model: CosynthModel) -> dict[str, torch.T
     except (SafetensorError, OSError, ValueError) as exc:
         raise CosynthError(f"--init-from: {weights} is not a readable weights file ({exc})") from None
     expected = model.state_dict()
-    wrong = sorted(k for k in expected if k not in state or tuple(state[k].shape) != tuple(expected[k].shape))
+    # A full-resolution path the checkpoint lacks keeps its fresh weights: it joins the network
+    # through zero-initialised convs, so the warm-started model starts as the checkpoint's.
+    added = {k for k in expected if k.startswith(FULL_RES_PREFIX) and k not in state}
+    wrong = sorted(k for k in expected
+                   if k not in added and (k not in state or tuple(state[k].shape) != tuple(expected[k].shape)))
     extra = sorted(set(state) - set(expected))
     if wrong or extra:
         raise CosynthError(f"--init-from: {weights} does not fit this model config "
                            f"(missing or reshaped {wrong[:3]}, unexpected {extra[:3]})")
-    return {k: state[k].to(expected[k].dtype) for k in expected}
+    return {k: (expected[k] if k in added else state[k].to(expected[k].dtype)) for k in expected}
 
 
 def _check_resume(meta: dict, config: CosynthConfig, taxonomy: Taxonomy, mpp: float | None, ckpt: Path) -> None:
