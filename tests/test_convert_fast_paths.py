@@ -78,17 +78,38 @@ def test_coco_annotations_are_pycocotools_encodings_in_order(consep_dir, tmp_pat
 
 def test_an_encoding_error_aborts_the_whole_output(consep_dir, tmp_path, monkeypatch):
     calls = {"n": 0}
-    real = coco.uncompressed_rles
+    real = coco.counts_from_runs
 
-    def failing(instances, n):
+    def failing(*args):
         calls["n"] += 1
         if calls["n"] == 5:
             raise CosynthError("boom while encoding")
-        return real(instances, n)
+        return real(*args)
 
-    monkeypatch.setattr(coco, "uncompressed_rles", failing)
+    monkeypatch.setattr(coco, "counts_from_runs", failing)
     with pytest.raises(CosynthError, match="boom"):
         with open_writer("coco", tmp_path / "c", get_taxonomy("consep")) as w:
             for _, t in zip(range(30), read_dataset(consep_dir, "consep")):
                 w.add(t)
     assert not (tmp_path / "c").exists()
+
+
+def test_boxes_and_areas_from_runs_match_the_mask_pass():
+    """Including instances whose column-major runs wrap past the bottom row into the next column."""
+    from wsi_cosynth.exporters._rle import boxes_and_areas_from_runs, instance_runs
+    from wsi_cosynth.geometry import instance_bboxes
+
+    rng = np.random.default_rng(3)
+    for shape, n in (((7, 5), 4), ((16, 16), 9), ((1, 9), 3), ((9, 1), 3)):
+        for _ in range(20):
+            inst = rng.integers(0, n + 1, shape).astype(np.int32)
+            inst[0, 0] = n + 1  # one id absent in between: its row stays zero
+            inst[inst == n // 2 + 1] = 0
+            top = int(inst.max())
+            boxes, areas = boxes_and_areas_from_runs(*instance_runs(inst), top, shape[0])
+            assert np.array_equal(boxes, instance_bboxes(inst, top))
+            assert np.array_equal(areas, np.bincount(inst.ravel(), minlength=top + 1)[1:])
+    wrap = np.zeros((4, 3), np.int32)
+    wrap[3, 0] = wrap[0, 1] = 1  # one run: bottom of column 0, top of column 1
+    assert len(instance_runs(wrap)[0]) == 1
+    assert boxes_and_areas_from_runs(*instance_runs(wrap), 1, 4)[0].tolist() == [[0, 4, 0, 2]]

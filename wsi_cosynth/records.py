@@ -215,7 +215,8 @@ def _positive_ids(inst: np.ndarray) -> tuple[np.ndarray, int | None]:
 
 
 def relabel_contiguous(
-    instances: np.ndarray, classes_by_id: dict[int, int] | np.ndarray | None = None
+    instances: np.ndarray, classes_by_id: dict[int, int] | np.ndarray | None = None, *,
+    present: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Renumber instance ids to 1..N in ascending order of the old ids.
 
@@ -223,6 +224,8 @@ def relabel_contiguous(
     ----------
     instances : (H, W) integer array, 0 = background, arbitrary positive ids.
     classes_by_id : mapping old id -> class, or an array indexed by old id; None gives zeros.
+    present : :func:`present_ids` of a NON-NEGATIVE ``instances``, when the caller has them
+        (saves a pass over the map).
 
     Returns
     -------
@@ -230,7 +233,13 @@ def relabel_contiguous(
     classes : (N,) int64 classes of the new ids (0 where unknown).
     """
     inst = np.asarray(instances)
-    old_ids, top = _positive_ids(inst)
+    if present is None:
+        old_ids, top = _positive_ids(inst)
+    else:
+        old_ids = np.asarray(present)
+        top = int(old_ids[-1]) if len(old_ids) else 0
+        if not np.issubdtype(inst.dtype, np.integer) or top > max(_LUT_MIN_IDS, 4 * inst.size):
+            top = None
     if len(old_ids) > np.iinfo(np.int32).max:
         raise CosynthError("too many instances for int32")
     if top is not None:

@@ -33,8 +33,11 @@ def instance_runs(instances: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.nda
 
 def uncompressed_rles(instances: np.ndarray, n: int) -> list[list[int]]:
     """Uncompressed COCO RLE counts for instance ids 1..n of an (H, W) map (empty list if absent)."""
-    ids, starts, ends = instance_runs(instances)
-    total = int(np.asarray(instances).size)
+    return counts_from_runs(*instance_runs(instances), n, int(np.asarray(instances).size))
+
+
+def counts_from_runs(ids: np.ndarray, starts: np.ndarray, ends: np.ndarray, n: int, total: int) -> list[list[int]]:
+    """Uncompressed COCO RLE counts for ids 1..n from :func:`instance_runs` of a map of ``total`` pixels."""
     out: list[list[int]] = [[] for _ in range(n)]
     if len(ids) == 0:
         return out
@@ -54,6 +57,33 @@ def uncompressed_rles(instances: np.ndarray, n: int) -> list[list[int]]:
         counts[-1] = total - ends[b - 1]
         out[int(ids[a]) - 1] = counts.tolist()
     return out
+
+
+def boxes_and_areas_from_runs(
+    ids: np.ndarray, starts: np.ndarray, ends: np.ndarray, n: int, height: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-id bounding boxes and pixel counts from :func:`instance_runs` of an (height, W) map.
+
+    Returns (N, 4) int64 (row_min, row_max_excl, col_min, col_max_excl), as
+    geometry.instance_bboxes, and (N,) int64 areas; an absent id gets zeros. A run lies in one
+    column unless it wraps past the bottom row, and then it covers every row of the box.
+    """
+    boxes = np.zeros((n, 4), dtype=np.int64)
+    if len(ids) == 0:
+        return boxes, np.zeros(n, dtype=np.int64)
+    last = ends - 1
+    col0, col1 = starts // height, last // height
+    wraps = col0 != col1
+    row0 = np.where(wraps, 0, starts % height)
+    row1 = np.where(wraps, height - 1, last % height)
+    first = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
+    rows = ids[first] - 1
+    boxes[rows, 0] = np.minimum.reduceat(row0, first)
+    boxes[rows, 1] = np.maximum.reduceat(row1, first) + 1
+    boxes[rows, 2] = np.minimum.reduceat(col0, first)  # runs of an id are sorted by start
+    boxes[rows, 3] = np.maximum.reduceat(col1, first) + 1
+    areas = np.bincount(ids - 1, weights=ends - starts, minlength=n)[:n].astype(np.int64)
+    return boxes, areas
 
 
 def decode_counts_string(s: str | bytes) -> list[int]:

@@ -34,12 +34,12 @@ from typing import Any, Literal
 import numpy as np
 
 from ..errors import CosynthError, optional_file
-from ..geometry import instance_bboxes, mask_to_polygons, rasterize_polygon
+from ..geometry import mask_to_polygons, rasterize_polygon
 from ..records import LabelledTile, Provenance, relabel_contiguous
 from ..taxonomy import Taxonomy
 from ..validation import placement_from, provenance_from, report_dropped, ring_problem
 from ._common import MIN_IMAGE_SIDE, BackgroundJobs, DatasetWriter, load_image, load_json, write_taxonomy_file
-from ._rle import decode_counts_string, paint_counts, uncompressed_rles
+from ._rle import boxes_and_areas_from_runs, counts_from_runs, decode_counts_string, instance_runs, paint_counts
 
 ANNOTATIONS = "annotations.json"
 _SPOOL = ".annotations.spool"
@@ -62,7 +62,7 @@ class Writer(DatasetWriter):
         (self.root / "images").mkdir()
         self.images: list[dict] = []
         self.n_annotations = 0
-        # One compact JSON object per line; rewritten into annotations.json by _finish.
+        # One line per tile of compact JSON objects; rewritten into annotations.json by _finish.
         self._spool = open(self.root / _SPOOL, "w", encoding="utf-8")
         self._encoding = BackgroundJobs("coco-encode", threads=1, backlog=self.ENCODE_BACKLOG)
 
@@ -89,21 +89,23 @@ class Writer(DatasetWriter):
 
         h, w = instances.shape
         n = len(classes)
-        counts = uncompressed_rles(instances, n)
-        rles = mask_utils.frPyObjects([{"size": [h, w], "counts": c} for c in counts], h, w)
+        runs = instance_runs(instances)  # one pass over the map gives masks, areas and boxes
         # Mask area and box from the runs themselves: equal to pycocotools.mask.area/toBbox,
         # which overflow on more than 65,535 objects in one call.
-        areas = [sum(c[1::2]) for c in counts]
-        boxes_rc = instance_bboxes(instances, n)
+        boxes_rc, areas = boxes_and_areas_from_runs(*runs, n, h)
+        if self.segmentation == "rle":
+            counts = counts_from_runs(*runs, n, h * w)
+            rles = mask_utils.frPyObjects([{"size": [h, w], "counts": c} for c in counts], h, w)
         boxes = np.stack([boxes_rc[:, 2], boxes_rc[:, 0], boxes_rc[:, 3] - boxes_rc[:, 2],
                           boxes_rc[:, 1] - boxes_rc[:, 0]], axis=1)
+        annotations = []
         for k in range(n):
             if self.segmentation == "rle":
                 seg: Any = {"size": [h, w], "counts": rles[k]["counts"].decode("ascii")}
             else:
                 seg = _polygons(instances, k + 1, boxes_rc[k])
             self.n_annotations += 1
-            annotation = {
+            annotations.append({
                 "id": self.n_annotations,
                 "image_id": image_id,
                 "category_id": int(classes[k]),
@@ -111,8 +113,9 @@ class Writer(DatasetWriter):
                 "area": float(areas[k]),
                 "bbox": [float(v) for v in boxes[k]],
                 "segmentation": seg,
-            }
-            self._spool.write(json.dumps(annotation, **_COMPACT) + "\n")
+            })
+        # One spool line per tile: the tile's objects joined by commas, as in the final list.
+        self._spool.write(json.dumps(annotations, **_COMPACT)[1:-1] + "\n")
 
     def _wait_for_encoding(self, *, raise_errors: bool = True) -> None:
         self._encoding.drain(raise_errors=raise_errors)

@@ -48,6 +48,7 @@ from typing import Literal
 import numpy as np
 
 from ..errors import CosynthError, require_dir
+from ..parallel import ordered_map, read_workers
 from ..records import LabelledTile, Provenance, present_ids, relabel_contiguous
 from ..taxonomy import Taxonomy, get_taxonomy, normalise_name
 from ._common import (
@@ -140,7 +141,9 @@ def read(path: Path, *, types: TypeCodes = "auto", mpp: float | None = None) -> 
     own_ids = _written_type_codes(path) == "taxonomy"
     if own_ids:
         taxonomy = read_taxonomy_file(path)  # a dataset this package wrote in its own class ids
-    for stem, image_path, label_path, type_path in _pairs(path):
+
+    def load(pair: tuple[str, Path, Path, Path | None]) -> LabelledTile:
+        stem, image_path, label_path, type_path = pair
         image = load_image(image_path)
         if type_path is not None:
             inst = as_instance_map(load_npy(label_path), label_path, image.shape[:2])
@@ -160,13 +163,17 @@ def read(path: Path, *, types: TypeCodes = "auto", mpp: float | None = None) -> 
                     f"{label_path}: label shape {instances.shape} does not match image {image_path.name} "
                     f"shape {image.shape[:2]}"
                 )
-        yield LabelledTile(
+        return LabelledTile(
             image=image,
             instances=instances,
             classes=classes,
             taxonomy=taxonomy,
             provenance=Provenance(name=stem, source=str(image_path), mpp=mpp),
         )
+
+    # Tiles are decoded a few ahead on reader threads (in stem order, errors at their own tile).
+    for _, tile in ordered_map(load, _pairs(path), workers=read_workers(), name="consep-read"):
+        yield tile
 
 
 def read_consep_mat(path: str | Path, *, types: TypeCodes = "original") -> tuple[np.ndarray, np.ndarray]:
@@ -205,7 +212,7 @@ def instances_and_types(
             hint = " (CoNSeP's original 7 classes? read with types='original')" if codes == "merged" else ""
             raise CosynthError(f"{path}: type {int(raw.max())} outside 1..{top}{hint}")
     merged = _ORIGINAL_TO_MERGED[raw] if codes == "original" else raw
-    new_inst, _ = relabel_contiguous(inst)
+    new_inst, _ = relabel_contiguous(inst, present=ids)  # as_instance_map checked ids >= 0
     return new_inst, merged
 
 

@@ -7,12 +7,10 @@
 
 from __future__ import annotations
 
-import os
 import re
 import warnings
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -22,6 +20,7 @@ import numpy as np
 from ..annotations import AnnotationTable, find_sidecar, load_annotations
 from ..annotations.labels import tile_instances, tile_outlines, tile_points
 from ..errors import CosynthError
+from ..parallel import ordered_map, read_workers
 from ..records import LabelledTile, Layout, Provenance, SlidePlacement
 from ..slide import SlideReader, TileGrid, TissueMask, TissueParams, detect_tissue, tile_grid
 from ..slide.tissue import default_mask_mpp
@@ -288,15 +287,6 @@ def _check_inside(reader: SlideReader, table: AnnotationTable, notes: list[str])
         notes.append(f"annotations {table.source}: {int(outside.sum())} of {len(c)} nuclei lie outside the slide and are ignored")
 
 
-def read_workers() -> int:
-    """Threads for tile reads: the CPU cores this process may use, at most 8."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        cores = os.cpu_count() or 1
-    return max(1, min(cores, 8))
-
-
 def iter_slide_tiles(plan: SlidePlan, *, workers: int | None = None) -> Iterator[SlideTile]:
     """Read the plan's tiles in row-major order, each with its nuclei.
 
@@ -310,26 +300,8 @@ def iter_slide_tiles(plan: SlidePlan, *, workers: int | None = None) -> Iterator
     if n < 1:
         raise CosynthError(f"workers must be a positive number of threads, got {workers!r}")
 
-    def read(pos: TilePosition) -> np.ndarray:
-        return plan.read_tile(pos)
-
-    if n == 1:
-        for pos in plan.positions():
-            yield SlideTile(position=pos, image=read(pos), nuclei=plan.nuclei_of(pos))
-        return
-    pool = ThreadPoolExecutor(max_workers=n, thread_name_prefix="slide-read")
-    try:
-        pending: deque = deque()
-        for pos in plan.positions():
-            pending.append((pos, pool.submit(read, pos)))
-            if len(pending) >= 2 * n:
-                done, future = pending.popleft()
-                yield SlideTile(position=done, image=future.result(), nuclei=plan.nuclei_of(done))
-        while pending:
-            done, future = pending.popleft()
-            yield SlideTile(position=done, image=future.result(), nuclei=plan.nuclei_of(done))
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+    for pos, image in ordered_map(plan.read_tile, plan.positions(), workers=n, name="slide-read"):
+        yield SlideTile(position=pos, image=image, nuclei=plan.nuclei_of(pos))
 
 
 def class_lookup(table: AnnotationTable | None, taxonomy: Taxonomy, class_map: dict[str, str] | None) -> dict[str, int]:
