@@ -189,3 +189,9 @@ def test_cli_bad_plain_input_exits_2_with_one_line(tmp_path, capsys):
         assert code == 2, name
         assert len(err.splitlines()) == 1 and "Traceback" not in err, err
         assert not out.exists()
+
+
+@pytest.mark.parametrize("unit", ["um", "\u00b5m", "\u03bcm"])  # ASCII, MICRO SIGN, GREEK SMALL MU
+def test_ome_micron_unit_in_every_spelling(unit):
+    desc = f'<OME><Image><Pixels PhysicalSizeX="0.5" PhysicalSizeXUnit="{unit}" SizeX="3"/></Image></OME>'
+    assert ome_mpp(desc) == 0.5

@@ -43,7 +43,7 @@ SEGMENT_CACHE_BYTES = 1 << 27
 SEGMENT_CACHE_MAX_BYTES = 3 << 27
 _CACHE_ROWS = 6000
 _MPP_RANGE = (0.01, 50.0)
-_UM_PER_UNIT = {"nm": 1e-3, "um": 1.0, "µm": 1.0, "\u00b5m": 1.0, "mm": 1e3, "cm": 1e4, "m": 1e6}
+_UM_PER_UNIT = {"nm": 1e-3, "um": 1.0, "\u00b5m": 1.0, "\u03bcm": 1.0, "mm": 1e3, "cm": 1e4, "m": 1e6}
 PLAIN_KINDS = ("tiff", "png", "jpeg")
 
 
