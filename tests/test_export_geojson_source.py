@@ -123,7 +123,7 @@ def test_a_feature_error_in_the_background_aborts_the_output(annotated, tmp_path
     from wsi_cosynth.exporters import geojson
 
     slide, _ = annotated
-    real, calls = geojson.tile_features, {"n": 0}
+    real, calls = geojson.tile_collection_json, {"n": 0}
 
     def failing(tile, **kw):
         calls["n"] += 1
@@ -131,7 +131,7 @@ def test_a_feature_error_in_the_background_aborts_the_output(annotated, tmp_path
             raise CosynthError("boom while writing features")
         return real(tile, **kw)
 
-    monkeypatch.setattr(geojson, "tile_features", failing)
+    monkeypatch.setattr(geojson, "tile_collection_json", failing)
     with pytest.raises(CosynthError, match="boom"):
         export_real(slide, None, tmp_path / "gj", "geojson", mpp=0.5, tile_size=128, taxonomy="lizard")
     assert not (tmp_path / "gj").exists()
@@ -150,6 +150,28 @@ def test_vectorised_simple_outlines_equal_the_per_nucleus_path(annotated, monkey
     monkeypatch.setattr(geojson, "_simple_outline_geometries", lambda *a: {})
     slow = [json.dumps(geojson.tile_features(t)) for t in tiles]
     assert fast == slow and sum(t.n_nuclei for t in tiles) > 150
+
+
+def test_tile_files_hold_the_bytes_json_dumps_gives_for_the_features(annotated):
+    """The writer's text assembly equals json.dumps of tile_features, with and without source
+    outlines (traced from the mask), one Polygon or MultiPolygons."""
+    from dataclasses import replace
+
+    from wsi_cosynth.exporters import geojson
+
+    slide, _ = annotated
+    tax = get_taxonomy("lizard")
+    with plan_slide(slide, None, mpp=0.5, tile_size=128) as plan:
+        tiles = [labelled_tile(plan, t, tax, {"Epithelial": tax.id_of("epithelial")}) for t in iter_slide_tiles(plan)]
+    traced = [replace(t, extra={}) for t in tiles]
+    checked = 0
+    for tile in tiles + traced:
+        for multi in (False, True):
+            features = geojson.tile_features(tile, multipolygon=multi)
+            expected = json.dumps({"type": "FeatureCollection", "features": features}, separators=(",", ":"))
+            assert geojson.tile_collection_json(tile, multipolygon=multi) == expected
+            checked += len(features)
+    assert checked > 600
 
 
 def test_feature_ids_are_uuid5_of_tile_and_instance():

@@ -103,9 +103,7 @@ class Writer(DatasetWriter):
         )
 
     def _write_features(self, tile: LabelledTile, path: Path) -> None:
-        features = tile_features(tile, multipolygon=self.multipolygon, fragments=self.fragments)
-        # json.dumps(..., separators=(",", ":")) without the circular-reference bookkeeping.
-        path.write_text(_COMPACT_ENCODER.encode({"type": "FeatureCollection", "features": features}))
+        path.write_text(tile_collection_json(tile, multipolygon=self.multipolygon, fragments=self.fragments))
 
     def _wait_for_encoding(self, *, raise_errors: bool = True) -> None:
         self._encoding.drain(raise_errors=raise_errors)
@@ -201,6 +199,30 @@ def tile_features(tile: LabelledTile, *, multipolygon: bool = False, fragments: 
 
     Each nucleus is one Polygon unless ``multipolygon`` (see :func:`nucleus_geometry`).
     """
+    return [_feature(tile, k, geometry, area, cls)
+            for k, geometry, area, cls in _nucleus_geometries(tile, multipolygon=multipolygon, fragments=fragments)]
+
+
+def tile_collection_json(tile: LabelledTile, *, multipolygon: bool = False, fragments: FragmentCount | None = None) -> str:
+    """The tile's FeatureCollection as compact JSON: the bytes ``json.dumps({"type":
+    "FeatureCollection", "features": tile_features(tile)}, separators=(",", ":"))`` gives, built
+    from per-feature pieces (the class properties encoded once per class, not per nucleus)."""
+    encode = _COMPACT_ENCODER.encode
+    classes: dict[int, str] = {}
+    parts = []
+    for k, geometry, area, cls in _nucleus_geometries(tile, multipolygon=multipolygon, fragments=fragments):
+        head = classes.get(cls)
+        if head is None:
+            head = classes[cls] = encode(_classification(tile, cls))
+        # Key order and separators as _feature's dict encodes; ids are hex and dashes (no escaping).
+        parts.append(f'{{"type":"Feature","id":"{_uuid5(f"{tile.provenance.name}/{k + 1}")}","geometry":'
+                     f'{encode(geometry)},"properties":{{"objectType":"detection","classification":{head},'
+                     f'"measurements":{{"Area px^2":{encode(area)}}}}}}}')
+    return _COLLECTION_HEAD + ",".join(parts) + _COLLECTION_TAIL
+
+
+def _nucleus_geometries(tile: LabelledTile, *, multipolygon: bool, fragments: FragmentCount | None):
+    """(k, GeoJSON geometry, area, class) of each nucleus k of the tile, in order."""
     pl = tile.placement
     offset, scale = ((pl.x0, pl.y0), pl.scale) if pl is not None else ((0.0, 0.0), 1.0)
     outlines = tile.extra.get(OUTLINES_KEY)
@@ -208,11 +230,11 @@ def tile_features(tile: LabelledTile, *, multipolygon: bool = False, fragments: 
         outlines = None
     boxes = None
     simple = _simple_outline_geometries(outlines, offset, scale) if outlines is not None else {}
-    out = []
     for k in range(tile.n_nuclei):
+        cls = int(tile.classes[k])
         if k in simple:
             geometry, area = simple[k]
-            out.append(_feature(tile, k, geometry, area, int(tile.classes[k])))
+            yield k, geometry, area, cls
             continue
         # A real tile carries the source outlines its mask was drawn from: write those (clipped to
         # the tile); synthetic tiles, or an outline with no area left, are traced from the mask.
@@ -223,8 +245,11 @@ def tile_features(tile: LabelledTile, *, multipolygon: bool = False, fragments: 
             r0, r1, c0, c1 = (int(v) for v in boxes[k])
             parts = mask_to_polygons(tile.instances[r0:r1, c0:c1] == k + 1, offset_xy=(c0, r0))
         geometry, area = nucleus_geometry(parts, offset, scale, multipolygon=multipolygon, fragments=fragments)
-        out.append(_feature(tile, k, geometry, area, int(tile.classes[k])))
-    return out
+        yield k, geometry, area, cls
+
+
+def _classification(tile: LabelledTile, cls: int) -> dict:
+    return {"name": tile.taxonomy.name_of(cls), "color": list(tile.taxonomy.color_of(cls))}
 
 
 def _feature(tile: LabelledTile, k: int, geometry: dict, area: float, cls: int) -> dict:
@@ -234,7 +259,7 @@ def _feature(tile: LabelledTile, k: int, geometry: dict, area: float, cls: int) 
         "geometry": geometry,
         "properties": {
             "objectType": "detection",
-            "classification": {"name": tile.taxonomy.name_of(cls), "color": list(tile.taxonomy.color_of(cls))},
+            "classification": _classification(tile, cls),
             "measurements": {"Area px^2": area},
         },
     }
@@ -273,11 +298,12 @@ def _simple_outline_geometries(outlines: np.ndarray, offset: tuple[float, float]
     # Valid after rounding (as _valid_rings checks): rebuilt from the rounded rings in one call.
     valid = shapely.is_valid(shapely.polygons(shapely.linearrings(rounded, indices=index)))
     cuts = np.flatnonzero(np.diff(index)) + 1
+    points = rounded.tolist()  # one conversion for the tile, sliced per ring
+    bounds = [0, *cuts.tolist(), len(points)]
     out: dict[int, tuple[dict, float]] = {}
-    for j, ring in enumerate(np.split(rounded, cuts)):
-        if valid[j]:
-            k = int(which[j])
-            out[k] = ({"type": "Polygon", "coordinates": [ring.tolist()]}, float(areas[k]))
+    for j in np.flatnonzero(valid).tolist():
+        k = int(which[j])
+        out[k] = ({"type": "Polygon", "coordinates": [points[bounds[j]:bounds[j + 1]]]}, float(areas[k]))
     return out
 
 
