@@ -253,3 +253,19 @@ def test_train_cli_on_annotated_slides(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "c.svs" in err and "no nuclei annotations" in err and "Traceback" not in err
     assert not (tmp_path / "r2").exists()
+
+
+def test_a_checkpoint_from_before_an_option_existed_still_resumes(tiles, tmp_path):
+    """Its config lacks the new key (the default then applies); a real difference still refuses."""
+    train(_tiny(steps=2), _dataset(tiles), tmp_path / "run", mpp=0.25, progress=False)
+    meta_path = latest_checkpoint(tmp_path / "run") / "model.json"
+    meta = json.loads(meta_path.read_text())
+    del meta["config"]["model"]["full_res_channels"], meta["config"]["diffusion"]["min_snr_gamma"]
+    meta_path.write_text(json.dumps(meta))
+    resumed = train(_tiny(steps=3), _dataset(tiles), tmp_path / "run", mpp=0.25, resume=True, progress=False)
+    assert json.loads((tmp_path / "run" / "model" / "model.json").read_text())["steps"] == 3
+    assert resumed.config.model.full_res_channels == 0
+    wider = _tiny(steps=4)
+    wider = wider.model_copy(update={"model": wider.model.model_copy(update={"channels": 24})})
+    with pytest.raises(CosynthError, match="config differs"):
+        train(wider, _dataset(tiles), tmp_path / "run", mpp=0.25, resume=True, progress=False)

@@ -21,10 +21,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from pydantic import ValidationError
 
 from ..atomic import write_text_atomic
 from ..errors import CosynthError
-from ..models.config import CosynthConfig
+from ..models.config import CosynthConfig, DiffusionConfig, ModelConfig
 from ..models.cosynth import CosynthModel
 from ..taxonomy import Taxonomy
 from .checkpoint import read_metadata, save_checkpoint
@@ -101,7 +102,14 @@ def _initial_weights(path: str | Path, model: CosynthModel) -> dict[str, torch.T
 
 
 def _check_resume(meta: dict, config: CosynthConfig, taxonomy: Taxonomy, mpp: float | None, ckpt: Path) -> None:
-    if meta["config"]["model"] != config.model.model_dump(mode="json") or meta["config"]["diffusion"] != config.diffusion.model_dump(mode="json"):
+    # Compared as validated configs, so a checkpoint written before an option existed (its
+    # config lacks the key, which then takes its default) still resumes.
+    try:
+        saved_model = ModelConfig.model_validate(meta["config"]["model"]).model_dump(mode="json")
+        saved_diffusion = DiffusionConfig.model_validate(meta["config"]["diffusion"]).model_dump(mode="json")
+    except (ValidationError, KeyError, TypeError) as exc:
+        raise CosynthError(f"cannot resume from {ckpt}: its model/diffusion config does not validate ({exc})") from None
+    if saved_model != config.model.model_dump(mode="json") or saved_diffusion != config.diffusion.model_dump(mode="json"):
         raise CosynthError(f"cannot resume from {ckpt}: its model/diffusion config differs from config {config.name!r}")
     if list(meta["taxonomy"]["names"]) != list(taxonomy.names):
         raise CosynthError(f"cannot resume from {ckpt}: trained on classes {meta['taxonomy']['names']}, data has {list(taxonomy.names)}")
