@@ -8,7 +8,8 @@ The arms (real only, real + synthetic, synthetic only) train the same small U-Ne
 augmentation; only their training tiles differ. Synthetic tiles are co-synthesised by the model
 (default: the bundled one) from the real training tiles' layouts and from resampled layouts, at
 the model's default sampling settings unless --sample-steps / --guidance say otherwise, and are
-cached per model and plan (--cache) so that a rerun only retrains the segmenters.
+cached per model and plan (--cache), 32 layouts per chunk as each is made, so a rerun only
+retrains the segmenters and a run stopped during synthesis resumes at its first missing chunk.
 
 Without --test, the test set is the tiles of the source images the model was trained without
 (its model.json ``holdout_images``, e.g. CoNSeP train_3/13/23), and the training set is every
@@ -42,22 +43,16 @@ def _split(tiles, held_out):
 def _synthetic(model, model_path: Path, real, plan, cache_root: Path, batch_size: int):
     """The plan's synthetic tiles, read from the cache when this model and plan made them before."""
     from wsi_cosynth.evaluation.downstream import synthesize_training_tiles
-    from wsi_cosynth.exporters import open_writer, read_dataset
 
     key = hashlib.sha256()
     key.update((model_path / "model.safetensors").read_bytes())
     key.update(json.dumps({**plan.__dict__, "real": sorted(t.provenance.name for t in real),
-                           "batch_size": batch_size}, sort_keys=True).encode())
+                           "batch_size": batch_size, "seeding": "per chunk"}, sort_keys=True).encode())
     cache = cache_root / key.hexdigest()[:16]
-    if (cache / "info.csv").is_file():
-        return list(read_dataset(cache, "lizard", taxonomy=model.taxonomy)), 0.0, cache
+    # Chunks are kept as they are made, so a run stopped during synthesis resumes there.
     start = time.perf_counter()
-    tiles = synthesize_training_tiles(model, real, plan, batch_size=batch_size)
-    seconds = time.perf_counter() - start
-    with open_writer("lizard", cache, model.taxonomy, overwrite=True) as writer:
-        for tile in tiles:
-            writer.add(tile)
-    return tiles, seconds, cache
+    tiles = synthesize_training_tiles(model, real, plan, batch_size=batch_size, chunk_dir=cache)
+    return tiles, time.perf_counter() - start, cache
 
 
 def main() -> None:

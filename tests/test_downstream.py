@@ -172,3 +172,35 @@ def test_benchmark_script_prints_the_three_arms(tmp_path, small_tiles):
     assert set(ARMS) <= set(result)
     for arm in ARMS:
         assert {"dice", "aji", "pq", "f1_classes"} <= set(result[arm])
+
+
+def test_synthesis_keeps_chunks_and_resumes_at_the_first_missing_one(small_tiles, tmp_path, monkeypatch):
+    import shutil
+
+    import wsi_cosynth.api as api
+    import wsi_cosynth.evaluation.downstream as downstream
+    from wsi_cosynth.models.config import load_config
+    from wsi_cosynth.models.cosynth import CosynthModel
+
+    tax = small_tiles[0].taxonomy
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = CosynthModel(load_config("tiny"), tax, mpp=0.25).eval()
+    monkeypatch.setattr(downstream, "CHUNK_LAYOUTS", 2)
+    real = small_tiles[:5]  # 5 layouts: chunks of 2, 2, 1
+    plan = SyntheticPlan(ratio=1.0, resampled_share=0.0, per_layout=1, steps=2, guidance=2.0, tissue="colon")
+    calls = []
+    real_synthesize = api.synthesize
+    monkeypatch.setattr(api, "synthesize", lambda layouts, *a, **kw: calls.append(len(layouts)) or real_synthesize(layouts, *a, **kw))
+    plain = synthesize_training_tiles(model, real, plan, batch_size=2)
+    kept = synthesize_training_tiles(model, real, plan, batch_size=2, chunk_dir=tmp_path / "c")
+    assert calls == [2, 2, 1, 2, 2, 1]
+    assert sorted(p.name for p in (tmp_path / "c").iterdir()) == ["repeat00-chunk0000", "repeat00-chunk0001",
+                                                                    "repeat00-chunk0002"]
+    shutil.rmtree(tmp_path / "c" / "repeat00-chunk0001")  # the run stopped while making this chunk
+    calls.clear()
+    resumed = synthesize_training_tiles(model, real, plan, batch_size=2, chunk_dir=tmp_path / "c")
+    assert calls == [2]
+    for a, b, c in zip(plain, kept, resumed, strict=True):
+        assert np.array_equal(a.image, b.image) and np.array_equal(a.image, c.image)
+        assert np.array_equal(a.instances, c.instances) and np.array_equal(a.classes, c.classes)

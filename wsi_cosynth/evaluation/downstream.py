@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import numpy as np
 
@@ -92,15 +93,38 @@ def plan_layouts(real: Sequence[LabelledTile], plan: SyntheticPlan, *, layout_mo
     return chosen
 
 
-def synthesize_training_tiles(model, real: Sequence[LabelledTile], plan: SyntheticPlan, *, batch_size: int = 4) -> list[LabelledTile]:
-    """Co-synthesise the synthetic training tiles of ``plan`` with ``model`` (a CosynthModel)."""
+CHUNK_LAYOUTS = 32  # layouts co-synthesised (and, with a chunk directory, kept) per chunk
+
+
+def synthesize_training_tiles(model, real: Sequence[LabelledTile], plan: SyntheticPlan, *, batch_size: int = 4,
+                              chunk_dir: Path | None = None) -> list[LabelledTile]:
+    """Co-synthesise the synthetic training tiles of ``plan`` with ``model`` (a CosynthModel).
+
+    Layouts are made CHUNK_LAYOUTS at a time, each chunk from its own seed (derived from the
+    plan's seed, the repeat and the chunk index), so the tiles do not depend on where a run
+    stopped. With ``chunk_dir`` every chunk is kept there as a Lizard dataset as soon as it is
+    made and read back on the next call: an interrupted synthesis (hours on a CPU) resumes at the
+    first missing chunk instead of starting again.
+    """
     from ..api import synthesize
+    from ..exporters import open_writer, read_dataset
+    from ..pipeline.jobs import batch_seed
 
     layouts = plan_layouts(real, plan)
     tiles: list[LabelledTile] = []
     for k in range(plan.per_layout):
-        tiles += synthesize(layouts, model, steps=plan.steps, guidance=plan.guidance,
-                            seed=plan.seed + 1000 * k, batch_size=batch_size)
+        for c, start in enumerate(range(0, len(layouts), CHUNK_LAYOUTS)):
+            part = None if chunk_dir is None else Path(chunk_dir) / f"repeat{k:02d}-chunk{c:04d}"
+            if part is not None and (part / "info.csv").is_file():
+                tiles += read_dataset(part, "lizard", taxonomy=model.taxonomy)
+                continue
+            made = synthesize(layouts[start:start + CHUNK_LAYOUTS], model, steps=plan.steps, guidance=plan.guidance,
+                              seed=batch_seed(plan.seed + 1000 * k, c), batch_size=batch_size)
+            if part is not None:
+                with open_writer("lizard", part, model.taxonomy, overwrite=True) as writer:  # atomic: whole or absent
+                    for tile in made:
+                        writer.add(tile)
+            tiles += made
     return tiles
 
 
