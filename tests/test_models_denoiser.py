@@ -34,7 +34,7 @@ def _layout(n: int = 6, seed: int = 0, size: int = 32) -> Layout:
 
 
 def test_presets_validate_and_unknown_keys_fail(tmp_path):
-    for name in ("tiny", "cpu-small", "paper-256"):
+    for name in ("tiny", "cpu-small", "cpu-small-v", "paper-256"):
         assert load_config(name).name == name
     bad = tmp_path / "bad.yaml"
     bad.write_text("model: {channelz: 3}\n")

@@ -180,7 +180,7 @@ PRESETS_DIR = Path(__file__).resolve().parents[1] / "configs"
 
 
 def load_config(path_or_name: str | Path) -> CosynthConfig:
-    """A config from a YAML file, or a preset by name (``tiny``, ``cpu-small``, ``paper-256``)."""
+    """A config from a YAML file, or a preset by name (``tiny``, ``cpu-small``, ``cpu-small-v``, ``paper-256``)."""
     import yaml
 
     p = Path(path_or_name)
