@@ -207,11 +207,16 @@ def _positive_ids(inst: np.ndarray) -> tuple[np.ndarray, int | None]:
     (then a lookup table of that size can relabel it), else None."""
     if inst.size and np.issubdtype(inst.dtype, np.integer):
         lo, hi = int(inst.min()), int(inst.max())
-        if lo >= 0 and hi <= max(_LUT_MIN_IDS, 4 * inst.size):
+        if lo >= 0 and _table_fits(inst, hi):
             ids = np.flatnonzero(np.bincount(inst.ravel(), minlength=1))
             return ids[ids > 0], hi
     ids = np.unique(inst)
     return ids[ids > 0], None
+
+
+def _table_fits(inst: np.ndarray, top: int) -> bool:
+    """Whether ids of a non-negative map up to ``top`` are counted and relabelled by a table."""
+    return np.issubdtype(inst.dtype, np.integer) and top <= max(_LUT_MIN_IDS, 4 * inst.size)
 
 
 def relabel_contiguous(
@@ -238,8 +243,7 @@ def relabel_contiguous(
     else:
         old_ids = np.asarray(present)
         top = int(old_ids[-1]) if len(old_ids) else 0
-        if not np.issubdtype(inst.dtype, np.integer) or top > max(_LUT_MIN_IDS, 4 * inst.size):
-            top = None
+        top = top if _table_fits(inst, top) else None
     if len(old_ids) > np.iinfo(np.int32).max:
         raise CosynthError("too many instances for int32")
     if top is not None:

@@ -27,6 +27,7 @@ from ..atomic import write_text_atomic
 from ..errors import CosynthError
 from ..models.config import CosynthConfig, DiffusionConfig, ModelConfig
 from ..models.cosynth import CosynthModel
+from ..models.full_res import FullResolutionPath
 from ..taxonomy import Taxonomy
 from .checkpoint import read_metadata, save_checkpoint
 from .dataset import TileDataset
@@ -71,9 +72,6 @@ def _trim_log(path: Path, step: int) -> None:
         write_text_atomic(path, "".join(kept))
 
 
-FULL_RES_PREFIX = "denoiser.full_res."
-
-
 def _initial_weights(path: str | Path, model: CosynthModel) -> dict[str, torch.Tensor]:
     """The weights of checkpoint ``path``, checked to fit ``model`` parameter by parameter."""
     from safetensors import SafetensorError
@@ -91,7 +89,8 @@ def _initial_weights(path: str | Path, model: CosynthModel) -> dict[str, torch.T
     expected = model.state_dict()
     # A full-resolution path the checkpoint lacks keeps its fresh weights: it joins the network
     # through zero-initialised convs, so the warm-started model starts as the checkpoint's.
-    added = {k for k in expected if k.startswith(FULL_RES_PREFIX) and k not in state}
+    paths = tuple(f"{name}." for name, m in model.named_modules() if isinstance(m, FullResolutionPath))
+    added = {k for k in expected if k.startswith(paths) and k not in state} if paths else set()
     wrong = sorted(k for k in expected
                    if k not in added and (k not in state or tuple(state[k].shape) != tuple(expected[k].shape)))
     extra = sorted(set(state) - set(expected))
