@@ -9,6 +9,7 @@ import torch
 
 from wsi_cosynth.diffusion.categorical import (
     CategoricalDiffusion,
+    argmax_classes,
     categorical_kl,
     index_to_log_onehot,
 )
@@ -178,3 +179,12 @@ def test_guidance_scale_one_and_zero():
     out = combine_guidance(c, u, 2.0)
     assert torch.allclose(out.eps_image, 2 * c.eps_image - u.eps_image, atol=1e-6)
     assert torch.allclose(out.log_x0_label.exp().sum(1), torch.ones(2, 4, 4), atol=1e-5)
+
+
+def test_argmax_classes_is_torch_argmax_over_classes_ties_included():
+    gen = torch.Generator().manual_seed(0)
+    ties = torch.randint(0, 3, (2, K, 17, 9), generator=gen).float()  # many equal maxima per pixel
+    smooth = torch.randn(3, K, 8, 8, generator=gen)
+    for x in (ties, smooth, smooth[:, :, ::2, 1:]):  # a strided view too
+        assert torch.equal(argmax_classes(x), x.argmax(1))
+    assert argmax_classes(ties).dtype == torch.int64 and argmax_classes(ties).shape == (2, 17, 9)

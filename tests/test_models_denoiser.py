@@ -159,11 +159,38 @@ def test_guidance_one_is_conditional_and_zero_unconditional_through_the_network(
 def test_sampling_runs_one_forward_per_step():
     m = _model().eval()
     sizes = []
-    m.denoiser.register_forward_hook(lambda mod, args, out: sizes.append(int(args[0].image.shape[0])))
+    m.denoiser.register_forward_hook(lambda mod, args, out: sizes.append(int(out.eps_image.shape[0])))
     for w, expect in ((2.0, 2), (1.0, 1)):
         sizes.clear()
         m.sample([_layout(seed=3)], steps=3, guidance=w, generator=torch.Generator().manual_seed(0))
         assert sizes == [expect] * 3  # cond + uncond as ONE doubled batch; w = 1 needs no uncond pass
+
+
+@pytest.mark.parametrize("over", [{"unshuffle": 2, "input_skip": True}, {"unshuffle": 2, "full_res_channels": 8}])
+def test_repeated_conditions_run_the_input_layers_once_and_predict_as_a_repeated_batch(over):
+    m = _model(**over).eval()
+    with torch.no_grad():  # the zero-initialised joins would hide a wrong repeat of their inputs
+        for p in m.denoiser.parameters():
+            if not p.abs().sum():
+                p.normal_(0, 0.1)
+    x0, points = _batch(b=2)
+    x_t = JointState(x0.image * 0.7, x0.distance, x0.label)
+    t = torch.tensor([900, 40, 900, 40])
+    prompts = ["high-quality histopathology colon tissue image including nuclei types of epithelial"] * 2
+    keep = torch.ones(2, dtype=torch.bool)
+    stem_rows = []
+    with torch.no_grad():
+        text = torch.cat([m.encode_text(prompts, keep), m.encode_text(prompts, ~keep)])
+        feats = m.denoiser.encode_points(points).repeat(2, 1, 1, 1)
+        repeated = m.denoiser(x_t.repeat(2), t, text, feats)
+        m.denoiser.stem.register_forward_hook(lambda mod, args, out: stem_rows.append(int(args[0].shape[0])))
+        shared = m.denoiser(x_t, t, text, feats, repeats=2)
+    assert stem_rows == [2]
+    for field in ("eps_image", "eps_distance", "log_x0_label"):
+        a, b = getattr(repeated, field), getattr(shared, field)
+        assert a.shape == b.shape and a.shape[0] == 4
+        assert torch.allclose(a, b, atol=1e-5), field
+    assert not torch.allclose(shared.eps_image[:2], shared.eps_image[2:])  # the halves' conditions differ
 
 
 def test_point_features_are_computed_once_per_sample():

@@ -29,9 +29,18 @@ def index_to_log_onehot(x: torch.Tensor, num_classes: int) -> torch.Tensor:
     return onehot.clamp(min=math.exp(LOG_EPS)).log()
 
 
+def argmax_classes(x: torch.Tensor) -> torch.Tensor:
+    """(B, K, H, W) -> (B, H, W) int64 index of the largest class, the first on ties (= ``argmax(1)``).
+
+    Reducing over the contiguous last axis after one channels-last copy is ~7x faster on the CPU
+    than torch's strided reduction over dim 1, which was ~5% of a sampling step.
+    """
+    return x.movedim(1, -1).contiguous().argmax(-1)
+
+
 def log_onehot_to_index(log_x: torch.Tensor) -> torch.Tensor:
     """(B, K, H, W) log-probabilities -> (B, H, W) int64 argmax classes."""
-    return log_x.argmax(1)
+    return argmax_classes(log_x)
 
 
 def _log_mix(log_x: torch.Tensor, a: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -47,7 +56,7 @@ def sample_log_categorical(log_probs: torch.Tensor, generator: torch.Generator |
     u = noise.rand(log_probs.shape, generator, log_probs.device)
     neg_log_u = -torch.log(u.clamp(1e-20, 1.0))
     gumbel = -torch.log(neg_log_u.clamp(min=1e-20))
-    return (log_probs + gumbel).argmax(1)
+    return argmax_classes(log_probs + gumbel)
 
 
 def categorical_kl(log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:

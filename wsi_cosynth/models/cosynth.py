@@ -162,7 +162,7 @@ class CosynthModel(nn.Module):
 
                 def model_fn(x_t: JointState, t: torch.Tensor) -> JointPrediction:
                     # conditional and unconditional halves as ONE batched forward
-                    c, u = self.denoiser(x_t.repeat(2), t.repeat(2), text2, feats2).chunk(2)
+                    c, u = self.denoiser(x_t, t.repeat(2), text2, feats2, repeats=2).chunk(2)
                     return to_eps(combine_guidance(c, u, guidance), x_t, t)
 
             timesteps = strided_timesteps(self.process.num_steps, steps)

@@ -74,26 +74,36 @@ class Denoiser(nn.Module):
         """(B, D) text embeddings with rows where ``keep`` is False replaced by the null text."""
         return torch.where(keep.view(-1, 1), text, self.null_text.to(text.dtype).expand_as(text))
 
-    def forward(self, x_t: JointState, t: torch.Tensor, text: torch.Tensor, point_features: torch.Tensor) -> JointPrediction:
-        """Predict (eps_image, eps_distance, log x0_label) at steps ``t`` (B,).
+    def forward(
+        self, x_t: JointState, t: torch.Tensor, text: torch.Tensor, point_features: torch.Tensor, *, repeats: int = 1
+    ) -> JointPrediction:
+        """Predict (eps_image, eps_distance, log x0_label) at steps ``t``.
 
         ``text`` is (B, D) (already null where dropped); ``point_features`` come from
-        :meth:`encode_points` and are reused across steps.
+        :meth:`encode_points` and are reused across steps. With ``repeats`` = k, ``t``, ``text`` and
+        ``point_features`` hold k blocks of B rows for the B rows of ``x_t`` (classifier-free
+        guidance's conditional and unconditional halves) and the prediction has k * B rows: the
+        layers that see only x_t (one-hot, stem, input skip, full-resolution features) run once.
         """
         label = F.one_hot(x_t.label.long(), self.num_labels).permute(0, 3, 1, 2).to(x_t.image.dtype) * 2 - 1
         x = torch.cat([x_t.image, x_t.distance, label], dim=1)
         xu = F.pixel_unshuffle(x, self.unshuffle)
-        h = self.stem(xu) + point_features.to(x.dtype)
+        h = self.stem(xu)
+        skip = self.skip(xu) if self.config.input_skip else None
+        full = None
         if self.config.full_res_channels:
             full = self.full_res.features(x)
             h = h + self.full_res.body_input(full)
+        if repeats > 1:
+            h, skip, full = (None if v is None else v.repeat(repeats, 1, 1, 1) for v in (h, skip, full))
+        h = h + point_features.to(x.dtype)
         emb = self.time_mlp(timestep_embedding(t, self.config.channels)) + self.text_proj(text)
         body = self.body(h, emb)
         y = self.head(body)
-        if self.config.input_skip:
-            y = y + self.skip(xu) * self.skip_gate(emb)[:, :, None, None]
+        if skip is not None:
+            y = y + skip * self.skip_gate(emb)[:, :, None, None]
         out = F.pixel_shuffle(y, self.unshuffle)
-        if self.config.full_res_channels:
+        if full is not None:
             out = out + self.full_res.output(body, full, emb)
         out = out.float()
         return JointPrediction(
