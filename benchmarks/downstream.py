@@ -107,15 +107,16 @@ def main() -> None:
     plan = SyntheticPlan(ratio=args.ratio, resampled_share=args.resampled_share, per_layout=args.synthetic_per_layout,
                          steps=args.sample_steps or 25, guidance=args.guidance if args.guidance is not None else float(sample.get("guidance", 2.0)),
                          seed=args.seed, tissue=tissue)
-    synthetic, synth_seconds, cache = _synthetic(model, model_path, train, plan, args.cache, args.batch_size)
+    arm_names = args.arms or list(ARMS)
+    synthetic, synth_seconds, cache = [], 0.0, None
+    if arm_names != ["real_only"]:  # the real-only arm alone does not wait for synthesis
+        synthetic, synth_seconds, cache = _synthetic(model, model_path, train, plan, args.cache, args.batch_size)
     print(f"# {len(train)} real training tiles, {len(synthetic)} synthetic ({cache}; "
           f"{synth_seconds:.0f} s to synthesise), {len(test)} test tiles", flush=True)
     config = SegmenterConfig(widths=tuple(int(w) for w in args.segmenter_widths.split(",")), steps=args.steps,
                              seed=args.seed, threads=args.threads)
     results, seconds = {}, {}
-    for arm in build_arms(train, synthetic, config):
-        if args.arms and arm.name not in args.arms:
-            continue
+    for arm in build_arms(train, synthetic, config, arm_names):
         start = time.perf_counter()
         results[arm.name] = run_arm(arm, test, model.taxonomy, seeds=args.seeds)
         seconds[arm.name] = time.perf_counter() - start

@@ -15,6 +15,7 @@ import torch
 
 from wsi_cosynth.evaluation.downstream import (ARMS, DetectionCounts, SyntheticPlan, build_arms, plan_layouts,
                                                run_arm, synthesize_training_tiles)
+from wsi_cosynth.errors import CosynthError
 from wsi_cosynth.evaluation.segmenter import SegmenterConfig, predict_instances, train_segmenter
 from wsi_cosynth.records import LabelledTile, Provenance, relabel_contiguous
 from wsi_cosynth.taxonomy import get_taxonomy
@@ -127,6 +128,18 @@ def test_arms_differ_only_in_training_data_and_score_end_to_end(small_tiles):
         assert all(0.0 <= s[k] <= 1.0 for k in ("dice", "aji", "pq", "dq", "sq"))
         assert set(s["f1_classes"]) == set(tax.names)
     assert scores["real_only"]["n_train_tiles"] == 4 and scores["real_plus_synthetic"]["n_train_tiles"] == 8
+
+
+def test_arms_can_be_chosen_and_only_the_chosen_ones_need_synthetic_tiles(small_tiles):
+    real, synthetic = small_tiles[:3], small_tiles[3:5]
+    (only,) = build_arms(real, [], TINY_SEG, ["real_only"])  # no synthesis needed for it
+    assert only.name == "real_only" and only.tiles == tuple(real)
+    picked = build_arms(real, synthetic, TINY_SEG, ["synthetic_only", "real_only"])
+    assert [a.name for a in picked] == ["real_only", "synthetic_only"]  # always in ARMS order
+    with pytest.raises(CosynthError, match="synthetic"):
+        build_arms(real, [], TINY_SEG, ["real_only", "synthetic_only"])
+    with pytest.raises(CosynthError, match="unknown arm"):
+        build_arms(real, synthetic, TINY_SEG, ["real_only", "synthetc_only"])
 
 
 def test_plan_layouts_mixes_own_and_resampled_layouts(small_tiles):

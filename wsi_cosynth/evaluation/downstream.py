@@ -128,15 +128,21 @@ def synthesize_training_tiles(model, real: Sequence[LabelledTile], plan: Synthet
     return tiles
 
 
-def build_arms(real: Sequence[LabelledTile], synthetic: Sequence[LabelledTile], config: SegmenterConfig) -> list[Arm]:
-    """The three arms over the same segmenter config; only their tiles differ."""
-    if not real or not synthetic:
+def build_arms(
+    real: Sequence[LabelledTile], synthetic: Sequence[LabelledTile], config: SegmenterConfig,
+    names: Sequence[str] = ARMS,
+) -> list[Arm]:
+    """The arms ``names`` (in ARMS order) over the same segmenter config; only their tiles differ."""
+    unknown = sorted(set(names) - set(ARMS))
+    if unknown:
+        raise CosynthError(f"unknown arm(s) {unknown}; the arms are {list(ARMS)}")
+    tiles = {"real_only": tuple(real), "real_plus_synthetic": tuple(real) + tuple(synthetic),
+             "synthetic_only": tuple(synthetic)}
+    uses = {"real_only": (real,), "real_plus_synthetic": (real, synthetic), "synthetic_only": (synthetic,)}
+    wanted = [name for name in ARMS if name in names]
+    if any(not part for name in wanted for part in uses[name]):
         raise CosynthError(f"need real and synthetic training tiles, got {len(real)} and {len(synthetic)}")
-    return [
-        Arm("real_only", tuple(real), config),
-        Arm("real_plus_synthetic", tuple(real) + tuple(synthetic), config),
-        Arm("synthetic_only", tuple(synthetic), config),
-    ]
+    return [Arm(name, tiles[name], config) for name in wanted]
 
 
 def _centroids(instances: np.ndarray) -> np.ndarray:
