@@ -3,7 +3,11 @@ weights: speed does not depend on them). The 1000-step figure is extrapolated fr
 seconds per step of a shorter run unless --full is given (it says so in the output).
 Prints one JSON line last.
 
-    python benchmarks/sampling_speed.py [--config cpu-small] [--batch 8] [--threads 2] [--device cpu]
+``--bundled`` instead times the bundled default model end to end as a user calls it,
+``wsi_cosynth.synthesize`` (point-guided watershed included) of ``--batch`` layouts at batch 4,
+after a warm-up: the s/tile the model card states.
+
+    python benchmarks/sampling_speed.py [--config cpu-small] [--batch 8] [--threads 2] [--device cpu] [--bundled]
 """
 
 from __future__ import annotations
@@ -36,8 +40,11 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--steps", type=int, nargs="+", default=[25, 50, 100])
     ap.add_argument("--full", action="store_true", help="also run 1000 steps instead of extrapolating")
+    ap.add_argument("--bundled", action="store_true", help="the bundled model through wsi_cosynth.synthesize")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    if args.bundled:
+        return bundled(args)
     model = CosynthModel(load_config(args.config), get_taxonomy("consep"), mpp=0.25).to(args.device).eval()
     lays = layouts(args.batch, model.tile_size)
     model.sample(lays[:1], steps=2, generator=torch.Generator(args.device).manual_seed(0), device=args.device)  # warm-up
@@ -57,6 +64,23 @@ def main() -> None:
         print(f"1000 steps (extrapolated): {args.batch / (1000 * s_step):.5f} samples/s", flush=True)
     print(json.dumps({"benchmark": "sampling_speed", "config": args.config, "batch": args.batch, "threads": args.threads,
                       "device": args.device, "guidance": 2.0, "sampler": "ddim", "results": results}))
+
+
+def bundled(args) -> None:
+    import wsi_cosynth as wc
+
+    model = wc.load_model(device=args.device)
+    lays = layouts(args.batch, model.tile_size)
+    wc.synthesize(lays[:1], model, steps=2, seed=0, device=args.device)  # warm-up
+    results = {}
+    for n in args.steps:
+        t0 = time.perf_counter()
+        wc.synthesize(lays, model, steps=n, guidance=2.0, seed=0, batch_size=4, device=args.device)
+        dt = time.perf_counter() - t0
+        results[str(n)] = {"s_per_tile": dt / args.batch, "measured": True}
+        print(f"{n} steps: {dt / args.batch:.2f} s per tile ({args.batch} tiles, batch 4, watershed included)", flush=True)
+    print(json.dumps({"benchmark": "sampling_speed", "model": "bundled", "tiles": args.batch, "threads": args.threads,
+                      "device": args.device, "guidance": 2.0, "results": results}))
 
 
 if __name__ == "__main__":

@@ -127,6 +127,7 @@ def test_arms_differ_only_in_training_data_and_score_end_to_end(small_tiles):
         assert set(s) >= {"dice", "aji", "pq", "dq", "sq", "f1_detection", "f1_classes"}
         assert all(0.0 <= s[k] <= 1.0 for k in ("dice", "aji", "pq", "dq", "sq"))
         assert set(s["f1_classes"]) == set(tax.names)
+        assert s["pq_per_seed"] == [s["pq"]]  # one seed: its PQ is the mean
     assert scores["real_only"]["n_train_tiles"] == 4 and scores["real_plus_synthetic"]["n_train_tiles"] == 8
 
 

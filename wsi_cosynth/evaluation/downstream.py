@@ -236,7 +236,7 @@ def score_segmenter(net, test: Sequence[LabelledTile], taxonomy: Taxonomy, *, h:
 
 
 def run_arm(arm: Arm, test: Sequence[LabelledTile], taxonomy: Taxonomy, *, seeds: int = 1) -> dict:
-    """Train and score ``arm`` once per seed (seed, seed + 1, ...); the mean of each score."""
+    """Train and score ``arm`` once per seed (seed, seed + 1, ...); the mean of each score, and PQ per seed."""
     runs = []
     for k in range(seeds):
         config = replace(arm.config, seed=arm.config.seed + k)
@@ -246,4 +246,5 @@ def run_arm(arm: Arm, test: Sequence[LabelledTile], taxonomy: Taxonomy, *, seeds
     out["f1_classes"] = {name: float(np.nanmean([r["f1_classes"][name] for r in runs])) for name in runs[0]["f1_classes"]}
     out["n_train_tiles"] = len(arm.tiles)
     out["seeds"] = seeds
+    out["pq_per_seed"] = [float(r["pq"]) for r in runs]  # the spread says how much a difference means
     return out
