@@ -109,7 +109,7 @@ def main() -> None:
                          seed=args.seed, tissue=tissue)
     arm_names = args.arms or list(ARMS)
     synthetic, synth_seconds, cache = [], 0.0, None
-    if arm_names != ["real_only"]:  # the real-only arm alone does not wait for synthesis
+    if any(name != "real_only" for name in arm_names):  # the real-only arm alone does not wait for synthesis
         synthetic, synth_seconds, cache = _synthetic(model, model_path, train, plan, args.cache, args.batch_size)
     print(f"# {len(train)} real training tiles, {len(synthetic)} synthetic ({cache}; "
           f"{synth_seconds:.0f} s to synthesise), {len(test)} test tiles", flush=True)

@@ -136,13 +136,11 @@ def build_arms(
     unknown = sorted(set(names) - set(ARMS))
     if unknown:
         raise CosynthError(f"unknown arm(s) {unknown}; the arms are {list(ARMS)}")
-    tiles = {"real_only": tuple(real), "real_plus_synthetic": tuple(real) + tuple(synthetic),
-             "synthetic_only": tuple(synthetic)}
-    uses = {"real_only": (real,), "real_plus_synthetic": (real, synthetic), "synthetic_only": (synthetic,)}
+    parts = {"real_only": (real,), "real_plus_synthetic": (real, synthetic), "synthetic_only": (synthetic,)}
     wanted = [name for name in ARMS if name in names]
-    if any(not part for name in wanted for part in uses[name]):
+    if any(not part for name in wanted for part in parts[name]):
         raise CosynthError(f"need real and synthetic training tiles, got {len(real)} and {len(synthetic)}")
-    return [Arm(name, tiles[name], config) for name in wanted]
+    return [Arm(name, tuple(t for part in parts[name] for t in part), config) for name in wanted]
 
 
 def _centroids(instances: np.ndarray) -> np.ndarray:
