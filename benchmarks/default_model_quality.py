@@ -7,7 +7,10 @@ label-image agreement, and how well the samples' labels follow the layouts (shar
 that land on a synthetic nucleus of their class). Prints a table, then one JSON line.
 
     .venv/bin/python benchmarks/default_model_quality.py [--model DIR] [--tiles 16]
-        [--settings 25:2 50:2 100:2 25:1 25:3] [--samples samples.jpg]
+        [--settings 25:2 50:2 100:2 25:1 25:3 25:2:0.2-0.8] [--samples samples.jpg]
+
+A setting is steps:guidance, optionally :lo-hi, the guidance interval (t / (T - 1)) to use
+instead of the model's own.
 
 ``--samples`` writes a figure of the first setting's first four tiles, one row each: the real
 held-out tile with its nuclei outlined, the synthetic image from the same layout, the same with
@@ -88,12 +91,17 @@ def main() -> None:
     real_summary = summarize_set(real, extractor, name="real")
     rows = []
     for setting in args.settings:
-        steps, guidance = (float(v) for v in setting.split(":"))
+        # steps:guidance[:lo-hi], the last part a guidance interval (default: the model's)
+        parts = setting.split(":")
+        steps, guidance = float(parts[0]), float(parts[1])
+        interval = tuple(float(v) for v in parts[2].split("-")) if len(parts) > 2 else None
         start = time.perf_counter()
-        tiles = wc.synthesize(layouts, model, steps=int(steps), guidance=guidance, seed=args.seed)
+        tiles = wc.synthesize(layouts, model, steps=int(steps), guidance=guidance, seed=args.seed,
+                              guidance_interval=interval)
         seconds = time.perf_counter() - start
         figures = evaluate_sets(real_summary, tiles, extractor=extractor, seed=args.seed)
-        row = {"steps": int(steps), "guidance": guidance, "tiles": len(tiles),
+        row = {"steps": int(steps), "guidance": guidance,
+               "guidance_interval": list(interval or model.config.sample.guidance_interval), "tiles": len(tiles),
                "seconds_per_tile": round(seconds / len(tiles), 2),
                "fid": _round(figures["image"]["fid"]), "kid": _round(figures["image"]["kid"]["mean"], 5),
                "is": figures["image"]["inception_score"]["synthetic"], "fsd": _round(figures["labels"]["fsd"]),

@@ -47,6 +47,7 @@ def main() -> None:
     parser.add_argument("--config", default="cpu-small")
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     parser.add_argument("--init-from", default=None, help="start from these weights (default: from scratch)")
+    parser.add_argument("--autoencoder-from", default=None, help="latent configs: a trained autoencoder to reuse")
     parser.add_argument("--cpu-seconds", type=float, default=900.0)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--data", default=str(DATA / "consep" / "train"))
@@ -78,10 +79,11 @@ def main() -> None:
     cpu0, wall0 = time.process_time(), time.perf_counter()
     train(config, dataset, out, mpp=source.mpp, resume=resume, progress=False, validation=validation,
           data_summary={**source.summary, "tissue": "colon"}, cpu_seconds=args.cpu_seconds,
-          init_from=None if resume else args.init_from)
+          init_from=None if resume else args.init_from,
+          autoencoder_from=None if resume else args.autoencoder_from)
     cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
     meta = json.loads((out / "model" / "model.json").read_text())
-    row = {"name": args.name, "overrides": args.overrides, "init_from": args.init_from, "steps": meta["steps"],
+    row = {"name": args.name, "config": args.config, "overrides": args.overrides, "init_from": args.init_from, "steps": meta["steps"],
            "cpu_seconds": round(cpu, 1), "wall_seconds": round(wall, 1),
            "validation": meta["data"].get("validation")}
     if not args.no_score:

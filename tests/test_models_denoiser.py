@@ -166,6 +166,25 @@ def test_sampling_runs_one_forward_per_step():
         assert sizes == [expect] * 3  # cond + uncond as ONE doubled batch; w = 1 needs no uncond pass
 
 
+def test_guidance_interval_guides_only_the_steps_inside_it():
+    m = _model().eval()
+    seen = []
+    m.denoiser.register_forward_hook(lambda mod, args, out: seen.append((int(args[1][0]), int(out.eps_image.shape[0]))))
+    m.sample([_layout(seed=3)], steps=5, guidance=2.0, generator=torch.Generator().manual_seed(0),
+             guidance_interval=(0.3, 0.7))
+    last = m.process.num_steps - 1
+    assert len(seen) == 5
+    for t, rows in seen:  # two rows (cond + uncond) exactly where t / (T - 1) is in the interval
+        assert rows == (2 if 0.3 <= t / last <= 0.7 else 1), (t, rows)
+    assert {rows for _, rows in seen} == {1, 2}
+    # the full interval is the paper's guidance at every step, and the default
+    a = m.sample([_layout(seed=3)], steps=3, generator=torch.Generator().manual_seed(1), guidance_interval=(0.0, 1.0))
+    b = m.sample([_layout(seed=3)], steps=3, generator=torch.Generator().manual_seed(1))
+    assert np.array_equal(a[0].image, b[0].image)
+    with pytest.raises(CosynthError, match="guidance_interval"):
+        CosynthConfig.from_dict({**m.config.to_dict(), "sample": {"guidance_interval": [0.8, 0.2]}})
+
+
 @pytest.mark.parametrize("over", [{"unshuffle": 2, "input_skip": True}, {"unshuffle": 2, "full_res_channels": 8}])
 def test_repeated_conditions_run_the_input_layers_once_and_predict_as_a_repeated_batch(over):
     m = _model(**over).eval()

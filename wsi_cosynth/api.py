@@ -34,11 +34,14 @@ def synthesize(
     seed: int = 0,
     batch_size: int = 4,
     device: str | None = None,
+    guidance_interval: tuple[float, float] | None = None,
 ) -> list[LabelledTile]:
     """Co-synthesise one labelled tile per layout (image, instances via point-guided watershed,
     classes, distance map). Layouts must use the model's taxonomy and tile size; the same seed
     and batch size give the same tiles. ``device``: "cpu", "cuda[:N]" or "auto" (a GPU when
     present); None keeps a given model where it is (and means "auto" for a path).
+    ``guidance_interval``: (lo, hi), guide only the steps with t / (T - 1) in it (None: the
+    model's own setting, ``sample.guidance_interval`` of its config).
     """
     from .pipeline.jobs import SynthesisJob, make_batches
     from .pipeline.worker import SamplingSpec, resolve_device, sample_tiles
@@ -51,7 +54,8 @@ def synthesize(
     if not layouts:
         raise CosynthError("synthesize: no layouts given")
     jobs = [SynthesisJob(lay.provenance.name, lay) for lay in layouts]
-    spec = SamplingSpec(model_path="", steps=steps, guidance=guidance, sampler=sampler, eta=eta, device=device)
+    spec = SamplingSpec(model_path="", steps=steps, guidance=guidance, sampler=sampler, eta=eta, device=device,
+                        guidance_interval=guidance_interval)
     tiles: list[LabelledTile] = []
     for batch in make_batches(jobs, batch_size, seed):
         tiles += sample_tiles(model, batch, spec, device)

@@ -32,7 +32,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
     p.add_argument("--init-from", default=None,
                    help="start from this checkpoint's weights (fine-tuning, e.g. the bundled model on your data); "
-                        "the config must build the same network")
+                        "the config must build the same network (or, for a latent config, be a pixel-space model "
+                        "of the same sizes: its image stem and head are mapped onto the latent)")
+    p.add_argument("--autoencoder-from", default=None,
+                   help="latent configs: reuse this trained autoencoder (a run's autoencoder/ directory or a latent "
+                        "model) instead of training one first")
     p.add_argument("--holdout-images", default="",
                    help="comma-separated source images kept out for validation (e.g. train_1,train_2; "
                         "slide file stems with --slide)")
@@ -84,7 +88,8 @@ def run(args: argparse.Namespace) -> int:
           f"output {args.out}", flush=True)
     model = train(config, dataset, args.out, mpp=source.mpp, resume=args.resume, device=args.device,
                   data_summary={**source.summary, "tissue": args.tissue}, progress=show_progress(args),
-                  validation=validation, init_from=args.init_from)
+                  validation=validation, init_from=args.init_from,
+                  autoencoder_from=args.autoencoder_from)
     print(json.dumps({"out": str(Path(args.out) / "model"), "steps": config.train.steps,
                       "text_encoder": model.text_encoder_id}), flush=True)
     return 0

@@ -28,11 +28,13 @@ METHODS = ("ddpm", "ddim")
 
 
 def initial_noise(
-    shape: tuple[int, int, int], process: JointDiffusion, *, generator: torch.Generator, device: torch.device | str
+    shape: tuple[int, int, int], process: JointDiffusion, *, generator: torch.Generator, device: torch.device | str,
+    image_shape: tuple[int, int, int] | None = None,
 ) -> JointState:
-    """x_{T-1}: N(0, I) image (B, 3, H, W) and distance (B, 1, H, W); uniform label (B, H, W)."""
+    """x_{T-1}: N(0, I) image (B, 3, H, W) and distance (B, 1, H, W); uniform label (B, H, W).
+    ``image_shape`` (C, h, w) replaces the image's (3, H, W), e.g. for a latent image."""
     b, h, w = shape
-    image = noise.randn((b, 3, h, w), generator, device)
+    image = noise.randn((b, *(image_shape or (3, h, w))), generator, device)
     distance = noise.randn((b, 1, h, w), generator, device)
     label = noise.randint(process.num_classes, (b, h, w), generator, device)
     return JointState(image, distance, label)
@@ -77,16 +79,18 @@ def sample_steps(
     generator: torch.Generator,
     device: torch.device | str = "cpu",
     callback: Callback | None = None,
+    image_shape: tuple[int, int, int] | None = None,
 ) -> JointState:
     """Run the reverse chain over ``timesteps`` (strictly descending, first = T-1) to clean data.
 
     ``callback(i, t, x_t)`` is called before each of the ``len(timesteps)`` network evaluations.
+    ``image_shape``: the image part's (C, h, w) when it is not (3, H, W) (see :func:`initial_noise`).
     """
     if method not in METHODS:
         raise ValueError(f"sampler method must be one of {METHODS}, got {method!r}")
     if not timesteps or any(a <= b for a, b in zip(timesteps, timesteps[1:])):
         raise ValueError(f"timesteps must be non-empty and strictly descending, got {timesteps[:5]}...")
-    x = initial_noise(shape, process, generator=generator, device=device)
+    x = initial_noise(shape, process, generator=generator, device=device, image_shape=image_shape)
     nexts = list(timesteps[1:]) + [-1]
     for i, (t, s) in enumerate(zip(timesteps, nexts)):
         if callback is not None:

@@ -39,6 +39,25 @@ class TextConfig(_Frozen):
         return self
 
 
+class AutoencoderConfig(_Frozen):
+    """The image autoencoder of a latent model (models/autoencoder.py): ``factor`` must equal the
+    denoiser's ``unshuffle`` so the latent sits on the U-Net's grid."""
+
+    latent_channels: int = Field(4, ge=1)
+    factor: int = Field(4, ge=1)
+    channels: int = Field(64, ge=8, description="width at latent resolution")
+    blocks: int = Field(2, ge=0)
+    full_res_channels: int = Field(32, ge=4, description="width of the decoder's full-resolution block")
+    groups: int = Field(8, ge=1)
+
+    @model_validator(mode="after")
+    def _check_groups(self) -> "AutoencoderConfig":
+        for width in (self.channels, self.full_res_channels):
+            if width % self.groups:
+                raise ValueError(f"autoencoder width {width} is not divisible by groups = {self.groups}")
+        return self
+
+
 class ModelConfig(_Frozen):
     """Denoiser sizes. ``unshuffle`` is the pixel-unshuffle factor of the stem: the U-Net works
     at tile_size / unshuffle. ``attn_resolutions`` are U-Net feature sizes (pixels) with
@@ -65,9 +84,17 @@ class ModelConfig(_Frozen):
     rrdb_channels: int = Field(32, ge=4)
     rrdb_growth: int = Field(16, ge=4)
     text: TextConfig = TextConfig()
+    # Latent image (None: the image is diffused in pixel space, as the paper): the joint
+    # diffusion runs on this autoencoder's latent + the pixel-space label and distance map.
+    image_latent: AutoencoderConfig | None = None
 
     @model_validator(mode="after")
     def _check_groups(self) -> "ModelConfig":
+        if self.image_latent is not None:
+            if self.image_latent.factor != self.unshuffle:
+                raise ValueError(f"image_latent.factor {self.image_latent.factor} must equal unshuffle {self.unshuffle}")
+            if self.full_res_channels:
+                raise ValueError("full_res_channels needs a pixel-space image (image_latent is set)")
         if self.full_res_channels % self.groups:
             raise ValueError(f"full_res_channels {self.full_res_channels} is not divisible by groups = {self.groups}")
         # Every width the U-Net uses (the stem's and each level's) meets a GroupNorm, and an
@@ -118,6 +145,10 @@ class TrainConfig(_Frozen):
     validation_examples: int = Field(64, ge=1, description="held-out examples scored at every checkpoint")
     seed: int = 0
     num_threads: int | None = Field(2, ge=1)
+    # Stage one of a latent model (model.image_latent): its autoencoder's training, on crops of
+    # crop_size (or tile_size), batch 2 x batch_size. Skipped when its weights are given.
+    autoencoder_steps: int = Field(1300, ge=1)
+    autoencoder_lr: float = Field(1e-3, gt=0)
 
 
 class SampleConfig(_Frozen):
@@ -125,6 +156,17 @@ class SampleConfig(_Frozen):
     guidance: float = 2.0
     sampler: Literal["ddpm", "ddim"] = "ddim"
     eta: float = Field(0.0, ge=0)
+    # Noise levels t / (T - 1) at which classifier-free guidance is applied; the other steps take
+    # the conditional prediction alone, one network pass instead of two (guidance in a limited
+    # interval, Kynkaanniemi et al. 2024). (0, 1): every step, as the paper.
+    guidance_interval: tuple[float, float] = (0.0, 1.0)
+
+    @model_validator(mode="after")
+    def _check_interval(self) -> "SampleConfig":
+        lo, hi = self.guidance_interval
+        if not 0.0 <= lo <= hi <= 1.0:
+            raise ValueError(f"guidance_interval {list(self.guidance_interval)} must be [lo, hi] with 0 <= lo <= hi <= 1")
+        return self
 
 
 class CosynthConfig(_Frozen):

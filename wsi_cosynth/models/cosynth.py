@@ -17,6 +17,7 @@ from ..diffusion.schedules import CosineSchedule, strided_timesteps
 from ..errors import CosynthError
 from ..records import Layout
 from ..taxonomy import Taxonomy, normalise_name
+from .autoencoder import ImageAutoencoder
 from .config import CosynthConfig
 from .denoiser import Denoiser
 from .text import build_prompt, build_text_encoder
@@ -68,6 +69,11 @@ class CosynthModel(nn.Module):
             object.__setattr__(self, "text_encoder", encoder)  # frozen: kept out of state_dict
         self.denoiser = Denoiser(config.model, n_classes=taxonomy.n_classes, tile_size=self.tile_size, text_dim=encoder.dim)
         self.process = build_process(config, taxonomy.n_classes)
+        # A latent model's image autoencoder: trained first (training/autoencoder.py), then frozen;
+        # its weights are part of the checkpoint, so a bundled model is one file as before.
+        self.autoencoder: ImageAutoencoder | None = None
+        if config.model.image_latent is not None:
+            self.autoencoder = ImageAutoencoder(config.model.image_latent).requires_grad_(False)
 
     @property
     def text_encoder_id(self) -> str:
@@ -91,6 +97,9 @@ class CosynthModel(nn.Module):
         if t is None:
             t = torch.randint(0, self.process.num_steps, (b,), generator=generator, device=generator.device)
         t = t.to(self.device)
+        if self.autoencoder is not None:
+            with torch.no_grad():
+                x0 = JointState(self.autoencoder.encode(x0.image), x0.distance, x0.label)
         text = self.encode_text(prompts, keep_text)
         feats = self.denoiser.encode_points(points)
         return self.process.losses(lambda x_t, tt: self.denoiser(x_t, tt, text, feats), x0, t, generator)
@@ -127,11 +136,14 @@ class CosynthModel(nn.Module):
         generator: torch.Generator,
         device: torch.device | str | None = None,
         callback=None,
+        guidance_interval: tuple[float, float] | None = None,
     ) -> list[SampleOutput]:
         """Co-synthesise image, semantic label and distance map for each layout (one batch).
 
         ``steps`` < T uses the strided sampler (``sampler`` "ddim" with ``eta`` or "ddpm");
-        ``guidance`` is the classifier-free scale w (1 = conditional only, no extra pass).
+        ``guidance`` is the classifier-free scale w (1 = conditional only, no extra pass), applied
+        at the steps whose t / (T - 1) lies in ``guidance_interval`` (default: the model config's
+        ``sample.guidance_interval``).
         """
         from ..layouts import rasterize_points
 
@@ -160,14 +172,23 @@ class CosynthModel(nn.Module):
                 text2 = torch.cat([cond, self.encode_text(prompts, ~ones)])
                 feats2 = torch.cat([feats, feats])
 
+                lo, hi = guidance_interval or self.config.sample.guidance_interval
+                last = self.process.num_steps - 1
+
                 def model_fn(x_t: JointState, t: torch.Tensor) -> JointPrediction:
+                    if not lo <= int(t[0]) / last <= hi:
+                        return to_eps(self.denoiser(x_t, t, cond, feats), x_t, t)
                     # conditional and unconditional halves as ONE batched forward
                     c, u = self.denoiser(x_t, t.repeat(2), text2, feats2, repeats=2).chunk(2)
                     return to_eps(combine_guidance(c, u, guidance), x_t, t)
 
             timesteps = strided_timesteps(self.process.num_steps, steps)
+            ae = self.autoencoder
+            image_shape = None if ae is None else (ae.latent_channels, s // ae.factor, s // ae.factor)
             x = sample_steps(model_fn, (b, s, s), self.process, timesteps=timesteps, method=sampler, eta=eta,
-                             generator=generator, device=device, callback=callback)
+                             generator=generator, device=device, callback=callback, image_shape=image_shape)
+            if ae is not None:
+                x = JointState(ae.decode(x.image.float()), x.distance, x.label)
         image = ((x.image.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
         dist = ((x.distance.float().clamp(-1, 1) + 1) / 2)[:, 0].cpu().numpy().astype(np.float32)
         sem = x.label.long().cpu().numpy()

@@ -7,6 +7,10 @@ lossless space-to-depth stem so the U-Net works at tile_size / unshuffle) and pr
 body is conditioned on the timestep embedding plus the projected text embedding (FiLM). The head
 predicts image noise (3), distance noise (1) and x_0 label logits (K), shuffled back to full size.
 With ``full_res_channels`` > 0 a shallow full-resolution path (models/full_res.py) wraps the body.
+
+A latent model (``image_latent`` set) receives the image as its autoencoder's latent, already at
+tile_size / unshuffle: the latent's channels come first, then the unshuffled distance and label,
+and the head's first ``latent_channels`` outputs are the latent's prediction at that size.
 """
 
 from __future__ import annotations
@@ -38,8 +42,10 @@ class Denoiser(nn.Module):
         self.num_labels = n_classes + 1
         f = config.unshuffle
         self.unshuffle = f
-        in_ch = (3 + 1 + self.num_labels) * f * f
-        out_ch = (3 + 1 + self.num_labels) * f * f
+        latent = config.image_latent
+        # Channels of the image part at the U-Net's resolution: its latent, or its unshuffled pixels.
+        self.image_channels = latent.latent_channels if latent is not None else 3 * f * f
+        in_ch = out_ch = self.image_channels + (1 + self.num_labels) * f * f
         ch = config.channels
         emb_dim = 4 * ch
         self.time_mlp = nn.Sequential(nn.Linear(ch, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
@@ -86,8 +92,11 @@ class Denoiser(nn.Module):
         layers that see only x_t (one-hot, stem, input skip, full-resolution features) run once.
         """
         label = F.one_hot(x_t.label.long(), self.num_labels).permute(0, 3, 1, 2).to(x_t.image.dtype) * 2 - 1
-        x = torch.cat([x_t.image, x_t.distance, label], dim=1)
+        latent = self.config.image_latent is not None
+        x = torch.cat([x_t.distance, label] if latent else [x_t.image, x_t.distance, label], dim=1)
         xu = F.pixel_unshuffle(x, self.unshuffle)
+        if latent:
+            xu = torch.cat([x_t.image.to(xu.dtype), xu], dim=1)
         h = self.stem(xu)
         skip = self.skip(xu) if self.config.input_skip else None
         full = None
@@ -102,12 +111,17 @@ class Denoiser(nn.Module):
         y = self.head(body)
         if skip is not None:
             y = y + skip * self.skip_gate(emb)[:, :, None, None]
-        out = F.pixel_shuffle(y, self.unshuffle)
-        if full is not None:
-            out = out + self.full_res.output(body, full, emb)
-        out = out.float()
+        if latent:
+            image = y[:, :self.image_channels].float()
+            rest = F.pixel_shuffle(y[:, self.image_channels:], self.unshuffle).float()
+        else:
+            out = F.pixel_shuffle(y, self.unshuffle)
+            if full is not None:
+                out = out + self.full_res.output(body, full, emb)
+            out = out.float()
+            image, rest = out[:, :3], out[:, 3:]
         return JointPrediction(
-            eps_image=out[:, :3],
-            eps_distance=out[:, 3:4],
-            log_x0_label=torch.log_softmax(out[:, 4:], dim=1),
+            eps_image=image,
+            eps_distance=rest[:, :1],
+            log_x0_label=torch.log_softmax(rest[:, 1:], dim=1),
         )

@@ -30,6 +30,7 @@ class SamplingSpec:
     device: str = "auto"
     threads: int | None = None
     model_digest: str = ""  # part of the model cache key: new weights at the same path are reloaded
+    guidance_interval: tuple[float, float] | None = None  # None: the model config's
 
 
 def gpu_index_for_worker(name: object, n_gpus: int) -> int:
@@ -94,7 +95,7 @@ def sample_tiles(model, batch: Batch, spec: SamplingSpec, device: str) -> list[L
     layouts = [job.layout for job in batch.jobs]
     generator = torch.Generator(device="cpu").manual_seed(batch.seed)
     samples = model.sample(layouts, steps=spec.steps, guidance=spec.guidance, sampler=spec.sampler,
-                           eta=spec.eta, generator=generator, device=device)
+                           eta=spec.eta, generator=generator, device=device, guidance_interval=spec.guidance_interval)
     tiles = []
     for layout, sample in zip(layouts, samples):
         # Markers are the layout points: foreground blobs no point reaches are not nuclei of the layout.

@@ -87,6 +87,8 @@ def _initial_weights(path: str | Path, model: CosynthModel) -> dict[str, torch.T
     except (SafetensorError, OSError, ValueError) as exc:
         raise CosynthError(f"--init-from: {weights} is not a readable weights file ({exc})") from None
     expected = model.state_dict()
+    if model.autoencoder is not None and not any(k.startswith("autoencoder.") for k in state):
+        return state  # a pixel-space model for a latent one: checked and mapped by _latent_from_pixel
     # A full-resolution path the checkpoint lacks keeps its fresh weights: it joins the network
     # through zero-initialised convs, so the warm-started model starts as the checkpoint's.
     paths = tuple(f"{name}." for name, m in model.named_modules() if isinstance(m, FullResolutionPath))
@@ -98,6 +100,59 @@ def _initial_weights(path: str | Path, model: CosynthModel) -> dict[str, torch.T
         raise CosynthError(f"--init-from: {weights} does not fit this model config "
                            f"(missing or reshaped {wrong[:3]}, unexpected {extra[:3]})")
     return {k: (expected[k] if k in added else state[k].to(expected[k].dtype)) for k in expected}
+
+
+def _prepare_autoencoder(model: CosynthModel, dataset: TileDataset, out: Path, config: CosynthConfig,
+                         autoencoder_from: str | Path | None, init_state: dict | None) -> None:
+    """Give a latent model its trained, frozen autoencoder: from ``autoencoder_from`` (a stage-one
+    directory or a latent model checkpoint), from the ``init_from`` checkpoint's weights if they
+    hold one, or by training stage one now into ``out/autoencoder`` (resumable)."""
+    from .autoencoder import STATE, train_autoencoder
+
+    ae = model.autoencoder
+    assert ae is not None
+    prefix = "autoencoder."
+    if autoencoder_from is not None:
+        src = Path(autoencoder_from)
+        if (src / STATE).is_file():
+            weights = torch.load(src / STATE, map_location="cpu", weights_only=False)["weights"]
+        else:
+            state = _initial_weights(src, model) if src.exists() else None
+            if state is None or not any(k.startswith(prefix) for k in state):
+                raise CosynthError(f"--autoencoder-from: {src} holds no autoencoder ({STATE} or a latent model)")
+            weights = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+        try:
+            ae.load_state_dict(weights)
+        except RuntimeError as exc:
+            raise CosynthError(f"--autoencoder-from: {src} does not fit model.image_latent ({str(exc)[:200]})") from None
+        return
+    if init_state is not None and any(k.startswith(prefix) for k in init_state):
+        return  # loaded with the rest of the initial weights
+    tc = config.train
+    ae.requires_grad_(True)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(tc.seed + 3)
+        train_autoencoder(ae, dataset, out / "autoencoder", steps=tc.autoencoder_steps, batch_size=2 * tc.batch_size,
+                          lr=tc.autoencoder_lr, seed=tc.seed)
+    ae.requires_grad_(False)
+
+
+def _latent_from_pixel(pixel: dict[str, torch.Tensor], model: CosynthModel, dataset: TileDataset) -> dict[str, torch.Tensor]:
+    """The latent model's initial weights from a pixel-space model's (training/latent_init.py)."""
+    from .latent_init import adapt_pixel_state, linear_maps
+
+    ae = model.autoencoder
+    assert ae is not None
+    expected = model.state_dict()
+    pixels = 3 * ae.factor ** 2
+    want = {k for k in expected if not k.startswith("autoencoder.")}
+    if set(pixel) != want:
+        raise CosynthError(f"--init-from: the checkpoint is not a pixel-space model of this config's sizes "
+                           f"(missing {sorted(want - set(pixel))[:3]}, unexpected {sorted(set(pixel) - want)[:3]})")
+    try:
+        return adapt_pixel_state(pixel, expected, linear_maps(ae, dataset), pixel_channels=pixels)
+    except (ValueError, KeyError, RuntimeError) as exc:
+        raise CosynthError(f"--init-from: the checkpoint does not map onto this latent model ({exc})") from None
 
 
 def _check_resume(meta: dict, config: CosynthConfig, taxonomy: Taxonomy, mpp: float | None, ckpt: Path) -> None:
@@ -133,6 +188,7 @@ def train(
     checkpoint_seconds: float | None = None,
     cpu_seconds: float | None = None,
     init_from: str | Path | None = None,
+    autoencoder_from: str | Path | None = None,
 ) -> CosynthModel:
     """Train for ``config.train.steps`` steps in total (counting resumed ones); returns the model
     with its EMA weights loaded. With a ``validation`` set (held-out tiles), every checkpoint also
@@ -145,7 +201,10 @@ def train(
     checkpoint (or the first step). ``cpu_seconds``: stop likewise once this process has used
     this much CPU time (all threads) in this call: equal budgets for runs on a shared machine.
     ``init_from``: a checkpoint whose weights (its EMA) start a new run (fine-tuning; the model
-    config must build the same parameters; ignored when resuming). The dataset may return its batch tensors on ``device``
+    config must build the same parameters, or be a pixel-space model of the same sizes when the
+    config is a latent one (training/latent_init.py); ignored when resuming).
+    ``autoencoder_from``: for a latent config, its trained autoencoder (see
+    :func:`_prepare_autoencoder`; without it one is trained first). The dataset may return its batch tensors on ``device``
     already (:class:`~wsi_cosynth.training.device_data.DeviceTileDataset`)."""
     from tqdm import tqdm
 
@@ -180,9 +239,16 @@ def train(
         rng.bit_generator.state = state["numpy_rng"]
         gen.set_state(state["torch_rng"])
         step = int(state["step"])
-    elif init_from is not None:
-        init = _initial_weights(init_from, model)
-        model.load_state_dict(init)
+    elif init_from is not None or model.autoencoder is not None:
+        init = _initial_weights(init_from, model) if init_from is not None else None
+        if model.autoencoder is not None:
+            _prepare_autoencoder(model, dataset, out, config, autoencoder_from, init)
+            if init is not None and not any(k.startswith("autoencoder.") for k in init):
+                init = _latent_from_pixel(init, model, dataset)
+            elif init is not None and autoencoder_from is not None:  # the given autoencoder wins
+                init = {**init, **{f"autoencoder.{k}": v for k, v in model.autoencoder.state_dict().items()}}
+        if init is not None:
+            model.load_state_dict(init)
         ema.shadow = {k: v.detach().clone().float().to(device) for k, v in model.state_dict().items()}
     summary = {**(data_summary or {}), **dataset.summary(),
                **({"initialised_from": str(init_from)} if init_from is not None and ckpt is None else {})}
