@@ -5,9 +5,11 @@ Prints one JSON line last.
 
 ``--bundled`` instead times the bundled default model end to end as a user calls it,
 ``wsi_cosynth.synthesize`` (point-guided watershed included) of ``--batch`` layouts at batch 4,
-after a warm-up: the s/tile the model card states.
+after a warm-up: the s/tile the model card states. ``--model DIR`` times that checkpoint the same
+way; ``--guidance-interval LO HI`` overrides the model's guidance interval.
 
     python benchmarks/sampling_speed.py [--config cpu-small] [--batch 8] [--threads 2] [--device cpu] [--bundled]
+        [--model DIR] [--guidance-interval 0 1]
 """
 
 from __future__ import annotations
@@ -41,6 +43,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, nargs="+", default=[25, 50, 100])
     ap.add_argument("--full", action="store_true", help="also run 1000 steps instead of extrapolating")
     ap.add_argument("--bundled", action="store_true", help="the bundled model through wsi_cosynth.synthesize")
+    ap.add_argument("--model", default=None, help="with --bundled: this checkpoint instead of the bundled one")
+    ap.add_argument("--guidance-interval", type=float, nargs=2, default=None, metavar=("LO", "HI"))
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     if args.bundled:
@@ -69,18 +73,21 @@ def main() -> None:
 def bundled(args) -> None:
     import wsi_cosynth as wc
 
-    model = wc.load_model(device=args.device)
+    model = wc.load_model(args.model, device=args.device)
+    interval = tuple(args.guidance_interval) if args.guidance_interval else None
     lays = layouts(args.batch, model.tile_size)
     wc.synthesize(lays[:1], model, steps=2, seed=0, device=args.device)  # warm-up
     results = {}
     for n in args.steps:
         t0 = time.perf_counter()
-        wc.synthesize(lays, model, steps=n, guidance=2.0, seed=0, batch_size=4, device=args.device)
+        wc.synthesize(lays, model, steps=n, guidance=2.0, seed=0, batch_size=4, device=args.device,
+                      guidance_interval=interval)
         dt = time.perf_counter() - t0
         results[str(n)] = {"s_per_tile": dt / args.batch, "measured": True}
         print(f"{n} steps: {dt / args.batch:.2f} s per tile ({args.batch} tiles, batch 4, watershed included)", flush=True)
-    print(json.dumps({"benchmark": "sampling_speed", "model": "bundled", "tiles": args.batch, "threads": args.threads,
-                      "device": args.device, "guidance": 2.0, "results": results}))
+    print(json.dumps({"benchmark": "sampling_speed", "model": args.model or "bundled", "tiles": args.batch,
+                      "threads": args.threads, "device": args.device, "guidance": 2.0,
+                      "guidance_interval": list(interval or model.config.sample.guidance_interval), "results": results}))
 
 
 if __name__ == "__main__":
