@@ -47,7 +47,9 @@ def _synthetic(model, model_path: Path, real, plan, cache_root: Path, batch_size
     key = hashlib.sha256()
     key.update((model_path / "model.safetensors").read_bytes())
     key.update(json.dumps({**plan.__dict__, "real": sorted(t.provenance.name for t in real),
-                           "batch_size": batch_size, "seeding": "per chunk"}, sort_keys=True).encode())
+                           "batch_size": batch_size, "seeding": "per chunk",
+                           # the model's own sampling settings (e.g. its guidance interval) shape the tiles too
+                           "sample": model.config.sample.model_dump(mode="json")}, sort_keys=True).encode())
     cache = cache_root / key.hexdigest()[:16]
     # Chunks are kept as they are made, so a run stopped during synthesis resumes there.
     start = time.perf_counter()
@@ -72,6 +74,8 @@ def main() -> None:
     parser.add_argument("--tissue", default=None, help="prompt tissue (default: the model's training tissue)")
     parser.add_argument("--segmenter-widths", default="16,32,64,128", help="segmenter channels per U-Net level")
     parser.add_argument("--arms", nargs="+", default=None, help="run only these arms")
+    parser.add_argument("--synthesis-only", action="store_true",
+                        help="fill the synthesis cache and stop (then run the arms as separate processes)")
     parser.add_argument("--cache", type=Path, default=Path("runs/downstream-cache"))
     parser.add_argument("--batch-size", type=int, default=4, help="synthesis batch size")
     parser.add_argument("--threads", type=int, default=2)
@@ -113,6 +117,8 @@ def main() -> None:
         synthetic, synth_seconds, cache = _synthetic(model, model_path, train, plan, args.cache, args.batch_size)
     print(f"# {len(train)} real training tiles, {len(synthetic)} synthetic ({cache}; "
           f"{synth_seconds:.0f} s to synthesise), {len(test)} test tiles", flush=True)
+    if args.synthesis_only:
+        return
     config = SegmenterConfig(widths=tuple(int(w) for w in args.segmenter_widths.split(",")), steps=args.steps,
                              seed=args.seed, threads=args.threads)
     results, seconds = {}, {}
