@@ -59,7 +59,7 @@ def adapt_pixel_state(pixel_state: dict[str, torch.Tensor], latent_state: dict[s
                 w_img = _map_rows(w_img, B)
                 w_rest = _map_rows(w_rest, B)
             w = torch.cat([torch.einsum("opyx,cp->ocyx", w_img, A), w_rest], 1)
-        elif key in ("denoiser.stem.bias",):
+        elif key == "denoiser.stem.bias":
             w = w + torch.einsum("opyx,p->o", pixel_state["denoiser.stem.weight"][:, :P].to(w.dtype), a)
         elif key == "denoiser.skip.bias":
             w_img = pixel_state["denoiser.skip.weight"][:, :P].to(w.dtype).sum((2, 3)) @ a

@@ -87,7 +87,7 @@ def _initial_weights(path: str | Path, model: CosynthModel) -> dict[str, torch.T
     except (SafetensorError, OSError, ValueError) as exc:
         raise CosynthError(f"--init-from: {weights} is not a readable weights file ({exc})") from None
     expected = model.state_dict()
-    if model.autoencoder is not None and not any(k.startswith("autoencoder.") for k in state):
+    if model.autoencoder is not None and not _holds_autoencoder(state):
         return state  # a pixel-space model for a latent one: checked and mapped by _latent_from_pixel
     # A full-resolution path the checkpoint lacks keeps its fresh weights: it joins the network
     # through zero-initialised convs, so the warm-started model starts as the checkpoint's.
@@ -102,6 +102,13 @@ def _initial_weights(path: str | Path, model: CosynthModel) -> dict[str, torch.T
     return {k: (expected[k] if k in added else state[k].to(expected[k].dtype)) for k in expected}
 
 
+AUTOENCODER = "autoencoder."  # key prefix of a latent model's autoencoder weights
+
+
+def _holds_autoencoder(state: dict | None) -> bool:
+    return state is not None and any(k.startswith(AUTOENCODER) for k in state)
+
+
 def _prepare_autoencoder(model: CosynthModel, dataset: TileDataset, out: Path, config: CosynthConfig,
                          autoencoder_from: str | Path | None, init_state: dict | None) -> None:
     """Give a latent model its trained, frozen autoencoder: from ``autoencoder_from`` (a stage-one
@@ -111,22 +118,21 @@ def _prepare_autoencoder(model: CosynthModel, dataset: TileDataset, out: Path, c
 
     ae = model.autoencoder
     assert ae is not None
-    prefix = "autoencoder."
     if autoencoder_from is not None:
         src = Path(autoencoder_from)
         if (src / STATE).is_file():
             weights = torch.load(src / STATE, map_location="cpu", weights_only=False)["weights"]
         else:
             state = _initial_weights(src, model) if src.exists() else None
-            if state is None or not any(k.startswith(prefix) for k in state):
+            if not _holds_autoencoder(state):
                 raise CosynthError(f"--autoencoder-from: {src} holds no autoencoder ({STATE} or a latent model)")
-            weights = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+            weights = {k[len(AUTOENCODER):]: v for k, v in state.items() if k.startswith(AUTOENCODER)}
         try:
             ae.load_state_dict(weights)
         except RuntimeError as exc:
             raise CosynthError(f"--autoencoder-from: {src} does not fit model.image_latent ({str(exc)[:200]})") from None
         return
-    if init_state is not None and any(k.startswith(prefix) for k in init_state):
+    if _holds_autoencoder(init_state):
         return  # loaded with the rest of the initial weights
     tc = config.train
     ae.requires_grad_(True)
@@ -145,7 +151,7 @@ def _latent_from_pixel(pixel: dict[str, torch.Tensor], model: CosynthModel, data
     assert ae is not None
     expected = model.state_dict()
     pixels = 3 * ae.factor ** 2
-    want = {k for k in expected if not k.startswith("autoencoder.")}
+    want = {k for k in expected if not k.startswith(AUTOENCODER)}
     if set(pixel) != want:
         raise CosynthError(f"--init-from: the checkpoint is not a pixel-space model of this config's sizes "
                            f"(missing {sorted(want - set(pixel))[:3]}, unexpected {sorted(set(pixel) - want)[:3]})")
@@ -243,10 +249,10 @@ def train(
         init = _initial_weights(init_from, model) if init_from is not None else None
         if model.autoencoder is not None:
             _prepare_autoencoder(model, dataset, out, config, autoencoder_from, init)
-            if init is not None and not any(k.startswith("autoencoder.") for k in init):
+            if init is not None and not _holds_autoencoder(init):
                 init = _latent_from_pixel(init, model, dataset)
             elif init is not None and autoencoder_from is not None:  # the given autoencoder wins
-                init = {**init, **{f"autoencoder.{k}": v for k, v in model.autoencoder.state_dict().items()}}
+                init = {**init, **{f"{AUTOENCODER}{k}": v for k, v in model.autoencoder.state_dict().items()}}
         if init is not None:
             model.load_state_dict(init)
         ema.shadow = {k: v.detach().clone().float().to(device) for k, v in model.state_dict().items()}
