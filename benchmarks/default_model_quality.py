@@ -8,6 +8,7 @@ that land on a synthetic nucleus of their class). Prints a table, then one JSON 
 
     .venv/bin/python benchmarks/default_model_quality.py [--model DIR] [--tiles 16]
         [--settings 25:2 50:2 100:2 25:1 25:3 25:2:0.2-0.8] [--samples samples.jpg]
+        [--sampler ddim|ddpm] [--eta 0]
 
 A setting is steps:guidance, optionally :lo-hi, the guidance interval (t / (T - 1)) to use
 instead of the model's own.
@@ -68,6 +69,8 @@ def main() -> None:
     parser.add_argument("--tiles", type=int, default=16)
     parser.add_argument("--settings", nargs="+", default=["25:2", "50:2", "100:2", "25:1", "25:3"])
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--sampler", choices=["ddim", "ddpm"], default="ddim")
+    parser.add_argument("--eta", type=float, default=0.0, help="DDIM stochasticity (0 deterministic, 1 DDPM-like)")
     parser.add_argument("--samples", type=Path, default=None, help="write a sample figure (PNG or JPEG)")
     args = parser.parse_args()
 
@@ -97,10 +100,10 @@ def main() -> None:
         interval = tuple(float(v) for v in parts[2].split("-")) if len(parts) > 2 else None
         start = time.perf_counter()
         tiles = wc.synthesize(layouts, model, steps=int(steps), guidance=guidance, seed=args.seed,
-                              guidance_interval=interval)
+                              guidance_interval=interval, sampler=args.sampler, eta=args.eta)
         seconds = time.perf_counter() - start
         figures = evaluate_sets(real_summary, tiles, extractor=extractor, seed=args.seed)
-        row = {"steps": int(steps), "guidance": guidance,
+        row = {"steps": int(steps), "guidance": guidance, "sampler": args.sampler, "eta": args.eta,
                "guidance_interval": list(interval or model.config.sample.guidance_interval), "tiles": len(tiles),
                "seconds_per_tile": round(seconds / len(tiles), 2),
                "fid": _round(figures["image"]["fid"]), "kid": _round(figures["image"]["kid"]["mean"], 5),

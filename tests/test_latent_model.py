@@ -141,3 +141,18 @@ def test_latent_training_warm_start_and_sampling_end_to_end(tiles, tmp_path):
     again = load_model(tmp_path / "again" / "model")
     for k, v in loaded.autoencoder.state_dict().items():
         assert torch.equal(again.autoencoder.state_dict()[k], v), k
+
+
+def test_latent_image_estimates_are_not_clipped_but_pixel_and_distance_ones_are():
+    # Unit-variance latents lie outside [-1, 1] a third of the time: clipping the sampler's x0
+    # estimate there squashes the decoded tile toward grey (the pixel model's image and every
+    # model's distance map are data in [-1, 1], where the clip is right).
+    taxonomy = get_taxonomy("consep")
+    latent = CosynthModel(_config(True), taxonomy, mpp=0.25).process
+    pixel = CosynthModel(_config(False), taxonomy, mpp=0.25).process
+    x_t = torch.full((1, 3, 4, 4), 2.5)
+    t = torch.tensor([0])
+    eps = torch.zeros_like(x_t)
+    assert float(latent.image.predict_x0(x_t, t, eps).min()) > 2.4
+    assert float(pixel.image.predict_x0(x_t, t, eps).max()) == 1.0
+    assert float(latent.distance.predict_x0(x_t[:, :1], t, eps[:, :1]).max()) == 1.0

@@ -87,14 +87,18 @@ class JointDiffusion:
         weights: LossWeights = LossWeights(),
         prediction: Prediction = "eps",
         min_snr_gamma: float | None = None,
+        clip_image_x0: bool = True,
     ) -> None:
+        """``clip_image_x0``: clip the samplers' clean-image estimate to [-1, 1], right for pixels;
+        a latent image is unit-variance (a third of its values lie outside [-1, 1]), so clipping
+        it would squash every step's estimate toward grey and blur the decoded tile."""
         if not image.num_steps == distance.num_steps == label.num_steps:
             raise ValueError(
                 f"all modalities share one step index; got T = {image.num_steps}, {distance.num_steps}, {label.num_steps}"
             )
         self.num_steps = image.num_steps
         self.num_classes = num_classes
-        self.image = GaussianDiffusion(image)
+        self.image = GaussianDiffusion(image, clip_x0=clip_image_x0)
         self.distance = GaussianDiffusion(distance)
         self.label = CategoricalDiffusion(label, num_classes)
         self.weights = weights

@@ -47,7 +47,8 @@ def build_process(config: CosynthConfig, n_classes: int) -> JointDiffusion:
 
     return JointDiffusion(image=sched(d.image), distance=sched(d.distance), label=sched(d.label),
                           num_classes=n_classes + 1, weights=LossWeights(*d.loss_weights, label_ce=d.label_ce_weight),
-                          prediction=d.prediction, min_snr_gamma=d.min_snr_gamma)
+                          prediction=d.prediction, min_snr_gamma=d.min_snr_gamma,
+                          clip_image_x0=config.model.image_latent is None)
 
 
 class CosynthModel(nn.Module):
