@@ -69,8 +69,8 @@ def main() -> None:
     parser.add_argument("--tiles", type=int, default=16)
     parser.add_argument("--settings", nargs="+", default=["25:2", "50:2", "100:2", "25:1", "25:3"])
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--sampler", choices=["ddim", "ddpm"], default="ddim")
-    parser.add_argument("--eta", type=float, default=0.0, help="DDIM stochasticity (0 deterministic, 1 DDPM-like)")
+    parser.add_argument("--sampler", choices=["ddim", "ddpm"], default=None, help="default: the model's")
+    parser.add_argument("--eta", type=float, default=None, help="DDIM stochasticity (0 deterministic, 1 DDPM-like; default: the model's)")
     parser.add_argument("--samples", type=Path, default=None, help="write a sample figure (PNG or JPEG)")
     args = parser.parse_args()
 
@@ -98,13 +98,15 @@ def main() -> None:
         parts = setting.split(":")
         steps, guidance = float(parts[0]), float(parts[1])
         interval = tuple(float(v) for v in parts[2].split("-")) if len(parts) > 2 else None
+        used = model.config.sample.with_overrides(steps=int(steps), guidance=guidance, sampler=args.sampler,
+                                                  eta=args.eta, guidance_interval=interval)
         start = time.perf_counter()
         tiles = wc.synthesize(layouts, model, steps=int(steps), guidance=guidance, seed=args.seed,
                               guidance_interval=interval, sampler=args.sampler, eta=args.eta)
         seconds = time.perf_counter() - start
         figures = evaluate_sets(real_summary, tiles, extractor=extractor, seed=args.seed)
-        row = {"steps": int(steps), "guidance": guidance, "sampler": args.sampler, "eta": args.eta,
-               "guidance_interval": list(interval or model.config.sample.guidance_interval), "tiles": len(tiles),
+        row = {"steps": used.steps, "guidance": used.guidance, "sampler": used.sampler, "eta": used.eta,
+               "guidance_interval": list(used.guidance_interval), "tiles": len(tiles),
                "seconds_per_tile": round(seconds / len(tiles), 2),
                "fid": _round(figures["image"]["fid"]), "kid": _round(figures["image"]["kid"]["mean"], 5),
                "is": figures["image"]["inception_score"]["synthetic"], "fsd": _round(figures["labels"]["fsd"]),

@@ -71,6 +71,7 @@ def main() -> None:
     parser.add_argument("--synthetic-per-layout", type=int, default=1, help="synthetic tiles per layout")
     parser.add_argument("--sample-steps", type=int, default=None, help="diffusion steps (default: the model's)")
     parser.add_argument("--guidance", type=float, default=None, help="guidance scale (default: the model's)")
+    parser.add_argument("--sampler", choices=["ddim", "ddpm"], default=None, help="sampler (default: the model's)")
     parser.add_argument("--tissue", default=None, help="prompt tissue (default: the model's training tissue)")
     parser.add_argument("--segmenter-widths", default="16,32,64,128", help="segmenter channels per U-Net level")
     parser.add_argument("--arms", nargs="+", default=None, help="run only these arms")
@@ -106,10 +107,11 @@ def main() -> None:
         train, test = _split(tiles, held_out)
     if not train or not test:
         parser.error(f"empty split: {len(train)} training and {len(test)} test tiles")
-    sample = meta.get("config", {}).get("sample", {})
     tissue = args.tissue or meta.get("data", {}).get("tissue") or "unknown"
+    # The plan names every sampling setting (the model's own unless given), so the cache key does.
+    settings = model.config.sample.with_overrides(steps=args.sample_steps, guidance=args.guidance, sampler=args.sampler)
     plan = SyntheticPlan(ratio=args.ratio, resampled_share=args.resampled_share, per_layout=args.synthetic_per_layout,
-                         steps=args.sample_steps or 25, guidance=args.guidance if args.guidance is not None else float(sample.get("guidance", 2.0)),
+                         steps=settings.steps, guidance=settings.guidance, sampler=settings.sampler,
                          seed=args.seed, tissue=tissue)
     arm_names = args.arms or list(ARMS)
     synthetic, synth_seconds, cache = [], 0.0, None

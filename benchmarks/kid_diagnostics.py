@@ -8,7 +8,7 @@ same n and against the same real tiles as ``default_model_quality.py`` (48 held-
 - ``blur_s1`` / ``blur_s2``: the real tiles blurred (Gaussian sigma 1 / 2 px): texture lost;
 - ``half_res``: the real tiles at half resolution, scaled back up (detail finer than 2 px lost);
 - ``grain``: the real tiles plus Gaussian noise (sigma 8 grey levels);
-- ``synthetic``: the model's samples from the held-out layouts (25 guided steps, guidance 2);
+- ``synthetic``: the model's samples from the held-out layouts (the model's own sampling settings);
 - ``synthetic_colour_matched``: those samples with each RGB channel's mean and standard deviation
   over the set moved to the real set's: what is left is not colour.
 
@@ -85,8 +85,7 @@ def main() -> None:
     real = [real[i] for i in sorted(rng.choice(len(real), size=min(args.tiles, len(real)), replace=False))]
     others = [rest[i] for i in sorted(np.random.default_rng(args.seed + 1).choice(len(rest), len(real), replace=False))]
     real_images = [t.image for t in real]
-    synthetic = wc.synthesize([layout_from_tile(t).with_tissue("colon") for t in real], model,
-                              steps=25, guidance=2.0, seed=args.seed)
+    synthetic = wc.synthesize([layout_from_tile(t).with_tissue("colon") for t in real], model, seed=args.seed)
     synthetic_images = [t.image for t in synthetic]
     noise = np.random.default_rng(args.seed + 2)
     sets = {

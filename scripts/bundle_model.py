@@ -3,30 +3,65 @@
 float16 halves the file (the default model must stay <= 20 MB); ``load_model`` casts the weights
 back into the float32 parameters, so nothing else changes.
 
-    .venv/bin/python scripts/bundle_model.py runs/default-cpu-small/model wsi_cosynth/assets/default-model
+``--sample key=value`` (repeatable) sets the model's own sampling settings (its config's
+``sample`` section, the default of every entry point) to what was measured best for it, e.g.
+``--sample sampler=ddpm``; the values are validated like a config file's.
+
+    .venv/bin/python scripts/bundle_model.py runs/default-cpu-small/model wsi_cosynth/assets/default-model \
+        [--sample sampler=ddpm]
 """
 
 from __future__ import annotations
 
+import argparse
 import json
-import shutil
-import sys
 from pathlib import Path
 
 from safetensors.torch import load_file, save_file
 
 
-def main(src: str, dst: str) -> None:
+def sample_settings(current: dict, overrides: list[str]) -> dict:
+    """``current`` with ``key=value`` overrides (values parsed as YAML), validated."""
+    import yaml
+    from pydantic import ValidationError
+
+    from wsi_cosynth.models.config import SampleConfig
+
+    chosen = dict(current)
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--sample wants key=value, got {item!r}")
+        chosen[key] = yaml.safe_load(raw)
+    try:
+        return SampleConfig.model_validate(chosen).model_dump(mode="json")
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise SystemExit(f"--sample: {'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+
+
+def bundle(src: str | Path, dst: str | Path, sample: list[str] | None = None) -> None:
     source, target = Path(src), Path(dst)
     weights = load_file(str(source / "model.safetensors"))
     half = {k: v.half() if v.is_floating_point() else v for k, v in weights.items()}
     meta = json.loads((source / "model.json").read_text())
+    if sample:
+        meta["config"]["sample"] = sample_settings(meta["config"].get("sample", {}), sample)
     target.mkdir(parents=True, exist_ok=True)
     save_file(half, str(target / "model.safetensors"), metadata={"format": meta["format"]})
-    shutil.copyfile(source / "model.json", target / "model.json")
+    (target / "model.json").write_text(json.dumps(meta, indent=2) + "\n")
     size = (target / "model.safetensors").stat().st_size / 2**20
-    print(f"{target}: {size:.1f} MiB, {meta['steps']} steps")
+    print(f"{target}: {size:.1f} MiB, {meta['steps']} steps, sampling {meta['config'].get('sample')}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("source", help="checkpoint directory (model.json + model.safetensors)")
+    parser.add_argument("target", help="bundle directory, e.g. wsi_cosynth/assets/default-model")
+    parser.add_argument("--sample", action="append", default=[], metavar="KEY=VALUE")
+    args = parser.parse_args()
+    bundle(args.source, args.target, args.sample)
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:3])
+    main()

@@ -360,9 +360,9 @@ def bundle(work: Path, out: Path) -> dict:
             shutil.copyfile(work / "run" / name, out / name)
     if not (src / "model.json").is_file():
         return {"bundled": False}
-    from bundle_model import main as bundle_main
+    from bundle_model import bundle
 
-    bundle_main(str(src), str(out / "model"))
+    bundle(src, out / "model")
     weights = out / "model" / "model.safetensors"
     size = weights.stat().st_size
     info.update(bundled=True, steps=json.loads((src / "model.json").read_text())["steps"],

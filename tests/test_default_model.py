@@ -55,3 +55,31 @@ def test_bundled_model_synthesises_a_labelled_tile_that_follows_its_layout():
     assert set(np.unique(tile.instances)) == set(range(tile.n_nuclei + 1))
     again = wc.synthesize([layout], model, steps=3, seed=0)[0]
     np.testing.assert_array_equal(tile.image, again.image)
+
+
+def test_bundling_halves_the_weights_and_sets_the_models_own_sampling_settings(tmp_path):
+    import subprocess
+    import sys
+
+    import torch
+
+    from wsi_cosynth.models.config import load_config
+    from wsi_cosynth.models.cosynth import CosynthModel
+    from wsi_cosynth.taxonomy import get_taxonomy
+    from wsi_cosynth.training.checkpoint import save_checkpoint
+
+    model = CosynthModel(load_config("tiny"), get_taxonomy("consep"), mpp=0.25)
+    save_checkpoint(tmp_path / "run", model, steps=7)
+    from pathlib import Path
+
+    bundler = Path(__file__).resolve().parents[1] / "scripts" / "bundle_model.py"
+    script = [sys.executable, str(bundler), str(tmp_path / "run"), str(tmp_path / "bundle")]
+    subprocess.run([*script, "--sample", "sampler=ddpm", "--sample", "steps=30"], check=True, capture_output=True)
+    bundled = wc.load_model(tmp_path / "bundle")
+    assert bundled.config.sample.sampler == "ddpm" and bundled.config.sample.steps == 30
+    assert bundled.config.sample.guidance == model.config.sample.guidance  # the rest as trained
+    before, after = model.state_dict(), bundled.state_dict()
+    key = next(k for k, v in before.items() if v.is_floating_point() and v.numel() > 100)
+    assert torch.equal(after[key], before[key].half().float())
+    bad = subprocess.run([*script, "--sample", "sampler=euler"], capture_output=True, text=True)
+    assert bad.returncode != 0 and "sampler" in bad.stderr and "Traceback" not in bad.stderr

@@ -227,3 +227,24 @@ def test_taxonomy_and_size_mismatch_are_errors():
         m.sample([other], steps=2, generator=torch.Generator().manual_seed(0))
     with pytest.raises(CosynthError, match="tile size"):
         m.sample([_layout(size=64)], steps=2, generator=torch.Generator().manual_seed(0))
+
+
+def test_sampling_settings_left_out_are_the_models_own():
+    # A model ships with the sampler settings chosen for it (config ``sample``); an explicit
+    # argument wins, and a bad one is a clear error, not a crash deep in the sampler.
+    base = _model().eval()
+    ddpm_config = CosynthConfig.from_dict({**base.config.to_dict(), "sample": {"steps": 3, "sampler": "ddpm"}})
+    m = CosynthModel(ddpm_config, TAX, mpp=0.25).eval()
+    m.load_state_dict(base.state_dict())
+    steps_seen = []
+    m.denoiser.register_forward_hook(lambda mod, args, out: steps_seen.append(int(args[1][0])))
+
+    def draw(**given):
+        return m.sample([_layout(seed=3)], generator=torch.Generator().manual_seed(2), **given)[0].image
+
+    own = draw()
+    assert len(steps_seen) == 3
+    assert np.array_equal(own, draw(steps=3, sampler="ddpm"))
+    assert not np.array_equal(own, draw(steps=3, sampler="ddim"))
+    with pytest.raises(CosynthError, match="sampling settings"):
+        draw(sampler="euler")

@@ -27,10 +27,10 @@ def synthesize(
     layouts: list[Layout],
     model=None,
     *,
-    steps: int = 25,
-    guidance: float = 2.0,
-    sampler: str = "ddim",
-    eta: float = 0.0,
+    steps: int | None = None,
+    guidance: float | None = None,
+    sampler: str | None = None,
+    eta: float | None = None,
     seed: int = 0,
     batch_size: int = 4,
     device: str | None = None,
@@ -40,8 +40,10 @@ def synthesize(
     classes, distance map). Layouts must use the model's taxonomy and tile size; the same seed
     and batch size give the same tiles. ``device``: "cpu", "cuda[:N]" or "auto" (a GPU when
     present); None keeps a given model where it is (and means "auto" for a path).
-    ``guidance_interval``: (lo, hi), guide only the steps with t / (T - 1) in it (None: the
-    model's own setting, ``sample.guidance_interval`` of its config).
+    Sampling settings (``steps``, classifier-free ``guidance`` scale, ``sampler`` "ddpm" or
+    "ddim" with ``eta``, ``guidance_interval`` (lo, hi): guide only the steps with t / (T - 1) in
+    it) left None are the model's own, its config's ``sample`` section (the bundled model: 25
+    DDPM steps, guidance 2 on [0.5, 1]).
     """
     from .pipeline.jobs import SynthesisJob, make_batches
     from .pipeline.worker import SamplingSpec, resolve_device, sample_tiles

@@ -67,7 +67,7 @@ def build_demo_slide(out_dir: str | Path) -> Path:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m wsi_cosynth.demo", description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="demo-output", help="folder for the demo slide and dataset")
-    parser.add_argument("--steps", type=int, default=25)
+    parser.add_argument("--steps", type=int, default=None, help="sampling steps (default: the model's)")
     parser.add_argument("--format", default="coco")
     args = parser.parse_args(argv)
 
@@ -79,7 +79,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"demo slide: {slide} (+ {slide.with_suffix('.geojson').name}, {DEMO_MPP} um/px)")
     dataset = out / f"synthetic-{args.format}"
     code = cli_main(["export", "--slide", str(slide), "--format", args.format, "--out", str(dataset),
-                     "--tissue", DEMO_TISSUE, "--steps", str(args.steps), "--overwrite", "--restart"])
+                     "--tissue", DEMO_TISSUE, "--overwrite", "--restart",
+                     *(["--steps", str(args.steps)] if args.steps is not None else [])])
     if code == 0:
         print(f"dataset: {dataset}\npreview: {dataset / 'preview.png'}")
         print(f"demo finished in {time.perf_counter() - start:.0f} s")

@@ -59,10 +59,12 @@ def _add_synthesis_arguments(parser: argparse.ArgumentParser) -> None:
                    help="layouts from the annotations, or resampled from a layout model (auto: annotations when present)")
     g.add_argument("--layout-model", default=None, help="fitted layout model .json (default: the bundled CoNSeP one)")
     g.add_argument("--per-layout", type=int, default=1, help="samples per layout (default 1)")
-    g.add_argument("--steps", type=int, default=25, help="sampling steps (default 25; with --sampler ddpm, 1000 = the full ancestral chain)")
-    g.add_argument("--guidance", type=float, default=2.0, help="classifier-free guidance scale (default %(default)s; 1 = none, half the compute)")
-    g.add_argument("--sampler", choices=("ddim", "ddpm"), default="ddim", help="strided sampler (default ddim)")
-    g.add_argument("--eta", type=float, default=0.0, help="DDIM eta (0 deterministic, 1 ~ DDPM)")
+    # Sampling settings default to the model's own (its config's sample section; the bundled
+    # model: 25 DDPM steps, guidance 2), chosen for that model by measurement.
+    g.add_argument("--steps", type=int, default=None, help="sampling steps (default: the model's; with --sampler ddpm, 1000 = the full ancestral chain)")
+    g.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale (default: the model's; 1 = none, half the compute)")
+    g.add_argument("--sampler", choices=("ddim", "ddpm"), default=None, help="strided sampler (default: the model's)")
+    g.add_argument("--eta", type=float, default=None, help="DDIM eta (0 deterministic, 1 ~ DDPM; default: the model's)")
     g.add_argument("--seed", type=int, default=0, help="random seed (default 0): the same seed gives the same files")
     g.add_argument("--max-tiles", type=int, default=None, help="use at most this many tissue tiles (row-major)")
     g.add_argument("--batch-size", type=int, default=4, help="tiles per network batch (default 4)")

@@ -38,13 +38,15 @@ class SyntheticPlan:
     resampled_share : share of the synthetic tiles whose layouts are resampled (the rest use the
         real tiles' own layouts).
     per_layout : synthetic tiles per layout (different noise).
+    steps, guidance, sampler : sampling settings; None: the model's own.
     """
 
     ratio: float = 1.0
     resampled_share: float = 0.5
     per_layout: int = 1
-    steps: int = 25
-    guidance: float = 2.0
+    steps: int | None = None
+    guidance: float | None = None
+    sampler: str | None = None
     seed: int = 0
     tissue: str | None = None
 
@@ -119,7 +121,7 @@ def synthesize_training_tiles(model, real: Sequence[LabelledTile], plan: Synthet
                 tiles += read_dataset(part, "lizard", taxonomy=model.taxonomy)
                 continue
             made = synthesize(layouts[start:start + CHUNK_LAYOUTS], model, steps=plan.steps, guidance=plan.guidance,
-                              seed=batch_seed(plan.seed + 1000 * k, c), batch_size=batch_size)
+                              sampler=plan.sampler, seed=batch_seed(plan.seed + 1000 * k, c), batch_size=batch_size)
             if part is not None:
                 with open_writer("lizard", part, model.taxonomy, overwrite=True) as writer:  # atomic: whole or absent
                     for tile in made:

@@ -168,6 +168,18 @@ class SampleConfig(_Frozen):
             raise ValueError(f"guidance_interval {list(self.guidance_interval)} must be [lo, hi] with 0 <= lo <= hi <= 1")
         return self
 
+    def with_overrides(self, **given) -> "SampleConfig":
+        """These settings with the given ones that are not None in their place (validated): a
+        model's own settings are the default of every sampling entry point."""
+        chosen = {k: v for k, v in given.items() if v is not None}
+        unknown = set(chosen) - set(type(self).model_fields)
+        if unknown:
+            raise TypeError(f"unknown sampling settings {sorted(unknown)}")
+        try:
+            return type(self).model_validate({**self.model_dump(), **chosen})
+        except ValidationError as exc:
+            raise CosynthError(f"sampling settings: {exc.errors()[0]['msg']} ({chosen})") from None
+
 
 class CosynthConfig(_Frozen):
     name: str

@@ -130,10 +130,10 @@ class CosynthModel(nn.Module):
         self,
         layouts: list[Layout],
         *,
-        steps: int,
-        guidance: float = 2.0,
-        sampler: str = "ddim",
-        eta: float = 0.0,
+        steps: int | None = None,
+        guidance: float | None = None,
+        sampler: str | None = None,
+        eta: float | None = None,
         generator: torch.Generator,
         device: torch.device | str | None = None,
         callback=None,
@@ -143,11 +143,13 @@ class CosynthModel(nn.Module):
 
         ``steps`` < T uses the strided sampler (``sampler`` "ddim" with ``eta`` or "ddpm");
         ``guidance`` is the classifier-free scale w (1 = conditional only, no extra pass), applied
-        at the steps whose t / (T - 1) lies in ``guidance_interval`` (default: the model config's
-        ``sample.guidance_interval``).
+        at the steps whose t / (T - 1) lies in ``guidance_interval``. Each setting left None is
+        the model's own (its config's ``sample`` section, chosen for it by measurement).
         """
         from ..layouts import rasterize_points
 
+        settings = self.config.sample.with_overrides(steps=steps, guidance=guidance, sampler=sampler, eta=eta,
+                                                     guidance_interval=guidance_interval)
         if not layouts:
             return []
         self._check_layouts(layouts)
@@ -166,14 +168,14 @@ class CosynthModel(nn.Module):
             feats = self.denoiser.encode_points(points)  # once per sample, reused at every step
             cond = self.encode_text(prompts, ones)
             to_eps = self.process.to_eps  # the samplers take noise predictions, whatever the network predicts
-            if guidance == 1.0:
+            if settings.guidance == 1.0:
                 def model_fn(x_t: JointState, t: torch.Tensor) -> JointPrediction:
                     return to_eps(self.denoiser(x_t, t, cond, feats), x_t, t)
             else:
                 text2 = torch.cat([cond, self.encode_text(prompts, ~ones)])
                 feats2 = torch.cat([feats, feats])
 
-                lo, hi = guidance_interval or self.config.sample.guidance_interval
+                lo, hi = settings.guidance_interval
                 last = self.process.num_steps - 1
 
                 def model_fn(x_t: JointState, t: torch.Tensor) -> JointPrediction:
@@ -181,12 +183,12 @@ class CosynthModel(nn.Module):
                         return to_eps(self.denoiser(x_t, t, cond, feats), x_t, t)
                     # conditional and unconditional halves as ONE batched forward
                     c, u = self.denoiser(x_t, t.repeat(2), text2, feats2, repeats=2).chunk(2)
-                    return to_eps(combine_guidance(c, u, guidance), x_t, t)
+                    return to_eps(combine_guidance(c, u, settings.guidance), x_t, t)
 
-            timesteps = strided_timesteps(self.process.num_steps, steps)
+            timesteps = strided_timesteps(self.process.num_steps, settings.steps)
             ae = self.autoencoder
             image_shape = None if ae is None else (ae.latent_channels, s // ae.factor, s // ae.factor)
-            x = sample_steps(model_fn, (b, s, s), self.process, timesteps=timesteps, method=sampler, eta=eta,
+            x = sample_steps(model_fn, (b, s, s), self.process, timesteps=timesteps, method=settings.sampler, eta=settings.eta,
                              generator=generator, device=device, callback=callback, image_shape=image_shape)
             if ae is not None:
                 x = JointState(ae.decode(x.image.float()), x.distance, x.label)

@@ -17,6 +17,7 @@ from typing import Any
 
 from ..atomic import output_lock
 from ..errors import CosynthError, require_file
+from ..models.config import SampleConfig
 from ..records import LabelledTile, Layout
 from ..slide import TissueParams
 from ..taxonomy import Taxonomy, is_unclassified, with_default_class
@@ -46,6 +47,7 @@ class ModelInfo:
     tile_size: int
     digest: str
     num_steps: int
+    sample: SampleConfig  # the model's own sampling settings (the default of every run)
 
 
 def model_info(path: str | Path | None) -> ModelInfo:
@@ -59,7 +61,7 @@ def model_info(path: str | Path | None) -> ModelInfo:
     config = CosynthConfig.from_dict(meta["config"], where=f"model metadata {p}")
     return ModelInfo(path=directory, taxonomy=Taxonomy.from_dict(meta["taxonomy"], where=f"model metadata {p}"),
                      mpp=meta.get("mpp"), tile_size=int(meta["tile_size"]), digest=digest,
-                     num_steps=int(config.diffusion.num_steps))
+                     num_steps=int(config.diffusion.num_steps), sample=config.sample)
 
 
 def _layouts_digest(layouts: list[Layout]) -> str:
@@ -88,10 +90,10 @@ def synthesize_to_dataset(
     model: ModelInfo,
     *,
     per_layout: int = 1,
-    steps: int = 25,
-    guidance: float = 2.0,
-    sampler: str = "ddim",
-    eta: float = 0.0,
+    steps: int | None = None,
+    guidance: float | None = None,
+    sampler: str | None = None,
+    eta: float | None = None,
     seed: int = 0,
     batch_size: int = 4,
     device: str = "auto",
@@ -102,7 +104,8 @@ def synthesize_to_dataset(
     progress: bool = False,
     writer_options: dict[str, Any] | None = None,
 ) -> "DatasetResult":
-    """Co-synthesise ``per_layout`` tiles per layout and write them as a dataset in ``fmt``."""
+    """Co-synthesise ``per_layout`` tiles per layout and write them as a dataset in ``fmt``.
+    Sampling settings left None are the model's own (``model.sample``)."""
     from tqdm import tqdm
 
     from ..exporters import WRITE_FORMATS, open_writer
@@ -110,8 +113,9 @@ def synthesize_to_dataset(
 
     if str(fmt).lower() not in WRITE_FORMATS:
         raise CosynthError(f"unknown export format {fmt!r} (valid: {', '.join(WRITE_FORMATS)})")
-    if not 1 <= steps <= model.num_steps:
-        raise CosynthError(f"--steps must be between 1 and the model's {model.num_steps} diffusion steps, got {steps}")
+    settings = model.sample.with_overrides(steps=steps, guidance=guidance, sampler=sampler, eta=eta)
+    if not 1 <= settings.steps <= model.num_steps:
+        raise CosynthError(f"--steps must be between 1 and the model's {model.num_steps} diffusion steps, got {settings.steps}")
     out_dir = Path(out)
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())) and not (writer_options or {}).get("overwrite"):
         # Checked before synthesis, not only by the writer at the end, so no work is wasted.
@@ -124,13 +128,14 @@ def synthesize_to_dataset(
         batches = make_batches(jobs, batch_size, seed)
         # The device kind too: GPU sampling (bf16) gives other numbers than CPU, so a run is not
         # finished on a different kind of device than it started on.
-        params = {"model": model.digest, "layouts": _layouts_digest(layouts), "per_layout": per_layout, "steps": steps,
-                  "guidance": guidance, "sampler": sampler, "eta": eta, "seed": seed, "batch_size": batch_size,
-                  "device": device_kind}
+        params = {"model": model.digest, "layouts": _layouts_digest(layouts), "per_layout": per_layout,
+                  "steps": settings.steps, "guidance": settings.guidance, "sampler": settings.sampler, "eta": settings.eta,
+                  "seed": seed, "batch_size": batch_size, "device": device_kind}
         work = WorkDir(out, params, restart=restart)
         todo = [b for b in batches if not work.is_done(b)]
-        spec = SamplingSpec(model_path=str(model.path), steps=steps, guidance=guidance, sampler=sampler, eta=eta,
-                            device=device, threads=threads, model_digest=model.digest)
+        spec = SamplingSpec(model_path=str(model.path), steps=settings.steps, guidance=settings.guidance,
+                            sampler=settings.sampler, eta=settings.eta, device=device, threads=threads,
+                            model_digest=model.digest)
         bar = tqdm(total=len(jobs), initial=len(jobs) - sum(len(b.jobs) for b in todo), disable=not progress,
                    desc="synthesise", unit="tile", dynamic_ncols=True)
 

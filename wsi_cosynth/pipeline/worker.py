@@ -23,14 +23,15 @@ class SamplingSpec:
     """Everything a worker needs besides the batch (small and picklable)."""
 
     model_path: str
-    steps: int
-    guidance: float
-    sampler: str = "ddim"
-    eta: float = 0.0
+    # Sampling settings; None: the model's own (its config's ``sample`` section).
+    steps: int | None = None
+    guidance: float | None = None
+    sampler: str | None = None
+    eta: float | None = None
     device: str = "auto"
     threads: int | None = None
     model_digest: str = ""  # part of the model cache key: new weights at the same path are reloaded
-    guidance_interval: tuple[float, float] | None = None  # None: the model config's
+    guidance_interval: tuple[float, float] | None = None
 
 
 def gpu_index_for_worker(name: object, n_gpus: int) -> int:
