@@ -101,8 +101,8 @@ def main() -> None:
         used = model.config.sample.with_overrides(steps=int(steps), guidance=guidance, sampler=args.sampler,
                                                   eta=args.eta, guidance_interval=interval)
         start = time.perf_counter()
-        tiles = wc.synthesize(layouts, model, steps=int(steps), guidance=guidance, seed=args.seed,
-                              guidance_interval=interval, sampler=args.sampler, eta=args.eta)
+        tiles = wc.synthesize(layouts, model, steps=used.steps, guidance=used.guidance, sampler=used.sampler,
+                              eta=used.eta, guidance_interval=used.guidance_interval, seed=args.seed)
         seconds = time.perf_counter() - start
         figures = evaluate_sets(real_summary, tiles, extractor=extractor, seed=args.seed)
         row = {"steps": used.steps, "guidance": used.guidance, "sampler": used.sampler, "eta": used.eta,

@@ -23,21 +23,20 @@ from safetensors.torch import load_file, save_file
 def sample_settings(current: dict, overrides: list[str]) -> dict:
     """``current`` with ``key=value`` overrides (values parsed as YAML), validated."""
     import yaml
-    from pydantic import ValidationError
 
+    from wsi_cosynth.errors import CosynthError
     from wsi_cosynth.models.config import SampleConfig
 
-    chosen = dict(current)
+    given = {}
     for item in overrides:
         key, sep, raw = item.partition("=")
         if not sep:
             raise SystemExit(f"--sample wants key=value, got {item!r}")
-        chosen[key] = yaml.safe_load(raw)
+        given[key] = yaml.safe_load(raw)
     try:
-        return SampleConfig.model_validate(chosen).model_dump(mode="json")
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        raise SystemExit(f"--sample: {'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+        return SampleConfig.model_validate(current).with_overrides(**given).model_dump(mode="json")
+    except (CosynthError, TypeError) as exc:
+        raise SystemExit(f"--sample: {exc}") from None
 
 
 def bundle(src: str | Path, dst: str | Path, sample: list[str] | None = None) -> None:

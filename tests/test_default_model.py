@@ -60,6 +60,7 @@ def test_bundled_model_synthesises_a_labelled_tile_that_follows_its_layout():
 def test_bundling_halves_the_weights_and_sets_the_models_own_sampling_settings(tmp_path):
     import subprocess
     import sys
+    from pathlib import Path
 
     import torch
 
@@ -70,8 +71,6 @@ def test_bundling_halves_the_weights_and_sets_the_models_own_sampling_settings(t
 
     model = CosynthModel(load_config("tiny"), get_taxonomy("consep"), mpp=0.25)
     save_checkpoint(tmp_path / "run", model, steps=7)
-    from pathlib import Path
-
     bundler = Path(__file__).resolve().parents[1] / "scripts" / "bundle_model.py"
     script = [sys.executable, str(bundler), str(tmp_path / "run"), str(tmp_path / "bundle")]
     subprocess.run([*script, "--sample", "sampler=ddpm", "--sample", "steps=30"], check=True, capture_output=True)
