@@ -124,6 +124,58 @@ def test_aperio_xml_monuseg_style_and_broken(tmp_path):
         load_annotations(tmp_path / "x.xml")
 
 
+def _imagescope_xml(*layers: tuple[str, list[tuple[str, str]]]) -> str:
+    """ImageScope XML, one square nucleus per layer; a layer is (its Name, [(Attribute Name, Value)])."""
+    parts = []
+    for i, (layer_name, attributes) in enumerate(layers):
+        attrs = "".join(f'<Attribute Name="{n}" Id="0" Value="{v}"/>' for n, v in attributes)
+        x = 20 * i
+        vertices = "".join(f'<Vertex X="{x + dx}" Y="{dy}"/>' for dx, dy in [(0, 0), (8, 0), (8, 8), (0, 8)])
+        parts.append(f'<Annotation Id="{i + 1}" Name="{layer_name}" Type="4"><Attributes>{attrs}</Attributes>'
+                     f'<Regions><Region Id="{i + 1}" Type="0"><Vertices>{vertices}</Vertices></Region></Regions>'
+                     '</Annotation>')
+    return f'<Annotations MicronsPerPixel="0.25">{"".join(parts)}</Annotations>'
+
+
+def _layer_classes(tmp_path, *layers) -> list[str]:
+    p = tmp_path / "layers.xml"
+    p.write_text(_imagescope_xml(*layers))
+    table = load_annotations(p)
+    return [str(c) for c in table.classes[np.argsort(table.centroids()[:, 0])]]  # back in layer order
+
+
+@pytest.mark.parametrize("layer_name", ["", "Layer 1"])
+def test_imagescope_default_attributes_are_not_classes(tmp_path, layer_name):
+    # ImageScope gives every new layer an empty Description attribute (MoNuSeg's original XML).
+    defaults = [("Description", "")]
+    assert _layer_classes(tmp_path, (layer_name, defaults)) == ["nucleus"]
+    builtin_columns = [("Region", ""), ("Length", ""), ("Area", ""), ("Text", "")]
+    assert _layer_classes(tmp_path, (layer_name, builtin_columns)) == ["nucleus"]
+    # What an annotator typed into the Description column is kept, not dropped.
+    assert _layer_classes(tmp_path, (layer_name, [("Description", "tumor")])) == ["tumor"]
+    assert _layer_classes(tmp_path, ("Tumour cells", defaults)) == ["Tumour cells"]
+
+
+def test_monusac_style_class_attribute_is_a_class(tmp_path):
+    monusac = ["Epithelial", "Lymphocyte", "Neutrophil", "Macrophage"]
+    assert _layer_classes(tmp_path, *[("", [(c, "")]) for c in monusac]) == monusac
+    # Beside ImageScope's default Description, under a placeholder layer name (MoNuSAC's A9K0_2.xml).
+    layers = [("Layer 2", [("Description", ""), (c, "")]) for c in monusac]
+    assert _layer_classes(tmp_path, *layers) == monusac
+
+
+def test_original_monuseg_xml_is_unclassified_like_the_derived():
+    train = data_path("monuseg", "train")
+    derived = set(data_path("monuseg", "derived_xml.txt").read_text().split())
+    original = min(p for p in train.glob("*.xml") if p.stem not in derived)  # ~1 s per file: one of each
+    assert '<Attribute Name="Description" Id="0" Value=""/>' in original.read_text()
+    for path in [original, train / f"{min(derived)}.xml"]:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", AnnotationWarning)  # hand-drawn outlines get repaired
+            table = load_annotations(path)
+        assert len(table) > 0 and table.class_names() == ["nucleus"], path.name
+
+
 def test_hovernet_wsi_json_is_scaled_to_level0(tmp_path):
     data = {"mag": 20, "nuc": {"1": {"contour": [[10, 10], [20, 10], [20, 20], [10, 20]], "centroid": [15, 15], "type": 2},
                                "2": {"contour": [[0, 0], [4, 0], [4, 4]], "centroid": [2, 1], "type": 0}}}

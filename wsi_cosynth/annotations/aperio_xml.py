@@ -1,14 +1,21 @@
 """Aperio ImageScope XML annotations (MoNuSAC and MoNuSeg style), in level-0 pixels.
 
-Layout: ``Annotations/Annotation/Regions/Region/Vertices/Vertex@X,@Y``. The class of an
-Annotation's regions is the ``Name`` of its first ``Attributes/Attribute`` (MoNuSAC: Epithelial,
-Lymphocyte, Macrophage, Neutrophil), else the Annotation's ``Name`` attribute, else "nucleus"
-(MoNuSeg has no classes). Region types: 0 free-hand polygon, 1 rectangle (polygons from their
-vertices), 2 ellipse (two corner vertices); a one-vertex region is a point; others are skipped.
+Layout: ``Annotations/Annotation/Regions/Region/Vertices/Vertex@X,@Y``. Each Annotation (an
+ImageScope layer) gives all its regions one class, the first of:
+
+1. the ``Name`` of its first ``Attributes/Attribute`` that is not one of ImageScope's generic
+   attributes (MoNuSAC: Epithelial, Lymphocyte, Macrophage, Neutrophil, each with ``Value=""``);
+2. the Annotation's own ``Name``, unless empty or ImageScope's placeholder "Layer N";
+3. the non-empty ``Value`` of a generic attribute (a layer whose Description says "tumor");
+4. "nucleus": unclassified (MoNuSeg, whose layers carry only an empty Description).
+
+Region types: 0 free-hand polygon, 1 rectangle (polygons from their vertices), 2 ellipse (two
+corner vertices); a one-vertex region is a point; others are skipped.
 """
 
 from __future__ import annotations
 
+import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -21,14 +28,34 @@ from .table import AnnotationTable, make_table
 
 DEFAULT_CLASS = "nucleus"
 
+# Attribute names ImageScope writes by itself, which name a column of its attribute tables, never a
+# class: every new layer gets ``<Attribute Name="Description" Id="0" Value=""/>`` (its one
+# user-editable column), and the region table's built-in columns are Region, Length, Area and Text
+# (``RegionAttributeHeaders`` ids 9999, 9997, 9996, 9998). Compared in lower case.
+GENERIC_ATTRIBUTES = frozenset({"description", "region", "length", "area", "text"})
+
+# The name ImageScope shows for a layer nobody named ("Layer 2" in MoNuSAC's A9K0_2.xml).
+_PLACEHOLDER_LAYER_NAME = re.compile(r"layer\s*\d*", re.IGNORECASE)
+
 
 def _annotation_class(annotation: ET.Element) -> str:
-    for attr in annotation.findall("./Attributes/Attribute"):
-        name = (attr.get("Name") or "").strip()
-        if name:
+    """Class name of one ``<Annotation>`` layer's regions (rules in the module docstring)."""
+    attributes = [
+        ((attr.get("Name") or "").strip(), (attr.get("Value") or "").strip())
+        for attr in annotation.findall("./Attributes/Attribute")
+    ]
+    for name, _ in attributes:
+        if name and name.lower() not in GENERIC_ATTRIBUTES:
             return name
-    name = (annotation.get("Name") or "").strip()
-    return name or DEFAULT_CLASS
+    layer_name = (annotation.get("Name") or "").strip()
+    if layer_name and not _PLACEHOLDER_LAYER_NAME.fullmatch(layer_name):
+        return layer_name
+    # A generic attribute's Value is what the annotator typed into that column: keep it as the class
+    # rather than drop it; free text then fails loudly as an unknown class, never silently.
+    for name, value in attributes:
+        if value and name.lower() in GENERIC_ATTRIBUTES:
+            return value
+    return DEFAULT_CLASS
 
 
 def _region_geometry(region: ET.Element, path: Path):
