@@ -7,15 +7,18 @@ label-image agreement, and how well the samples' labels follow the layouts (shar
 that land on a synthetic nucleus of their class). Prints a table, then one JSON line.
 
     .venv/bin/python benchmarks/default_model_quality.py [--model DIR] [--tiles 16]
-        [--settings 25:2 50:2 100:2 25:1 25:3 25:2:0.2-0.8] [--samples samples.jpg]
-        [--sampler ddim|ddpm] [--eta 0]
+        [--settings 25:2 50:2 100:2 25:1 25:3 25:2:0.2-0.8 sampler=dpmpp_2m,steps=8,spacing=trailing]
+        [--samples samples.jpg] [--samples-dir DIR] [--sampler NAME] [--eta 0]
 
 A setting is steps:guidance, optionally :lo-hi, the guidance interval (t / (T - 1)) to use
-instead of the model's own.
+instead of the model's own; or comma-separated KEY=VALUE pairs over the model's sampling settings
+(steps, guidance, sampler, eta, spacing, interval=lo-hi); what a setting leaves out is the model's
+own (or --sampler / --eta). Each row counts the network passes per tile (a guided step is two).
 
 ``--samples`` writes a figure of the first setting's first four tiles, one row each: the real
 held-out tile with its nuclei outlined, the synthetic image from the same layout, the same with
-its separated nuclei outlined, and the synthetic label.
+its separated nuclei outlined, and the synthetic label. ``--samples-dir`` writes one such figure
+per setting.
 
 IS is reported as null with the default FID weights, which carry no classification head.
 """
@@ -69,12 +72,15 @@ def main() -> None:
     parser.add_argument("--tiles", type=int, default=16)
     parser.add_argument("--settings", nargs="+", default=["25:2", "50:2", "100:2", "25:1", "25:3"])
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--sampler", choices=["ddim", "ddpm"], default=None, help="default: the model's")
+    parser.add_argument("--sampler", choices=["ddim", "ddpm", "dpmpp_2m", "dpmpp_2m_sde"], default=None,
+                        help="default: the model's")
     parser.add_argument("--eta", type=float, default=None, help="DDIM stochasticity (0 deterministic, 1 DDPM-like; default: the model's)")
     parser.add_argument("--samples", type=Path, default=None, help="write a sample figure (PNG or JPEG)")
+    parser.add_argument("--samples-dir", type=Path, default=None, help="write a sample figure per setting here")
     args = parser.parse_args()
 
     import wsi_cosynth as wc
+    from sampling_settings import network_passes, parse_setting
     from wsi_cosynth.evaluation.runner import evaluate_sets, summarize_set
     from wsi_cosynth.exporters import read_dataset
     from wsi_cosynth.layouts import layout_from_tile
@@ -94,19 +100,16 @@ def main() -> None:
     real_summary = summarize_set(real, extractor, name="real")
     rows = []
     for setting in args.settings:
-        # steps:guidance[:lo-hi], the last part a guidance interval (default: the model's)
-        parts = setting.split(":")
-        steps, guidance = float(parts[0]), float(parts[1])
-        interval = tuple(float(v) for v in parts[2].split("-")) if len(parts) > 2 else None
-        used = model.config.sample.with_overrides(steps=int(steps), guidance=guidance, sampler=args.sampler,
-                                                  eta=args.eta, guidance_interval=interval)
+        used = parse_setting(setting, model.config.sample, sampler=args.sampler, eta=args.eta)
         start = time.perf_counter()
         tiles = wc.synthesize(layouts, model, steps=used.steps, guidance=used.guidance, sampler=used.sampler,
-                              eta=used.eta, guidance_interval=used.guidance_interval, seed=args.seed)
+                              eta=used.eta, guidance_interval=used.guidance_interval, spacing=used.spacing,
+                              final_label=used.final_label, seed=args.seed)
         seconds = time.perf_counter() - start
         figures = evaluate_sets(real_summary, tiles, extractor=extractor, seed=args.seed)
-        row = {"steps": used.steps, "guidance": used.guidance, "sampler": used.sampler, "eta": used.eta,
-               "guidance_interval": list(used.guidance_interval), "tiles": len(tiles),
+        row = {"setting": setting, "steps": used.steps, "guidance": used.guidance, "sampler": used.sampler,
+               "eta": used.eta, "spacing": used.spacing, "final_label": used.final_label, "guidance_interval": list(used.guidance_interval),
+               "network_passes": network_passes(used, model.process.num_steps), "tiles": len(tiles),
                "seconds_per_tile": round(seconds / len(tiles), 2),
                "fid": _round(figures["image"]["fid"]), "kid": _round(figures["image"]["kid"]["mean"], 5),
                "is": figures["image"]["inception_score"]["synthetic"], "fsd": _round(figures["labels"]["fsd"]),
@@ -116,6 +119,10 @@ def main() -> None:
         rows.append(row)
         if args.samples is not None and len(rows) == 1:
             save_samples(args.samples, real, tiles)
+        if args.samples_dir is not None:
+            args.samples_dir.mkdir(parents=True, exist_ok=True)
+            stem = "".join(c if c.isalnum() or c in "._-" else "_" for c in setting)
+            save_samples(args.samples_dir / f"{len(rows):02d}_{stem}.png", real, tiles)
         print(json.dumps(row), flush=True)
     print(json.dumps({"model": model_path, "held_out_images": held_out, "real_tiles": len(real), "rows": rows}))
 

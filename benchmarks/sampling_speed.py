@@ -6,10 +6,12 @@ Prints one JSON line last.
 ``--bundled`` instead times the bundled default model end to end as a user calls it,
 ``wsi_cosynth.synthesize`` (point-guided watershed included) of ``--batch`` layouts at batch 4,
 after a warm-up: the s/tile the model card states. ``--model DIR`` times that checkpoint the same
-way; ``--guidance-interval LO HI`` overrides the model's guidance interval.
+way; ``--settings`` lists the sampling settings to time (as ``default_model_quality.py`` takes
+them; default: the model's own), run interleaved ``--repeats`` times so that a change of load
+hits them alike.
 
     python benchmarks/sampling_speed.py [--config cpu-small] [--batch 8] [--threads 2] [--device cpu] [--bundled]
-        [--model DIR] [--guidance-interval 0 1]
+        [--model DIR] [--settings steps=25,sampler=ddpm,spacing=linspace own] [--repeats 2]
 """
 
 from __future__ import annotations
@@ -44,7 +46,9 @@ def main() -> None:
     ap.add_argument("--full", action="store_true", help="also run 1000 steps instead of extrapolating")
     ap.add_argument("--bundled", action="store_true", help="the bundled model through wsi_cosynth.synthesize")
     ap.add_argument("--model", default=None, help="with --bundled: this checkpoint instead of the bundled one")
-    ap.add_argument("--guidance-interval", type=float, nargs=2, default=None, metavar=("LO", "HI"))
+    ap.add_argument("--settings", nargs="+", default=["own"],
+                    help="with --bundled: sampling settings to time ('own' = the model's; see sampling_settings.py)")
+    ap.add_argument("--repeats", type=int, default=1, help="with --bundled: interleaved repeats of the settings")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     if args.bundled:
@@ -71,23 +75,35 @@ def main() -> None:
 
 
 def bundled(args) -> None:
+    import os
+    import sys
+
     import wsi_cosynth as wc
 
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from sampling_settings import network_passes, parse_setting
+
     model = wc.load_model(args.model, device=args.device)
-    interval = tuple(args.guidance_interval) if args.guidance_interval else None
+    own = model.config.sample
+    settings = {text: own if text == "own" else parse_setting(text, own) for text in args.settings}
     lays = layouts(args.batch, model.tile_size)
     wc.synthesize(lays[:1], model, steps=2, seed=0, device=args.device)  # warm-up
-    results = {}
-    for n in args.steps:
-        t0 = time.perf_counter()
-        wc.synthesize(lays, model, steps=n, guidance=2.0, seed=0, batch_size=4, device=args.device,
-                      guidance_interval=interval)
-        dt = time.perf_counter() - t0
-        results[str(n)] = {"s_per_tile": dt / args.batch, "measured": True}
-        print(f"{n} steps: {dt / args.batch:.2f} s per tile ({args.batch} tiles, batch 4, watershed included)", flush=True)
+    seconds: dict[str, list[float]] = {text: [] for text in settings}
+    for _ in range(args.repeats):
+        for text, used in settings.items():
+            t0 = time.perf_counter()
+            wc.synthesize(lays, model, steps=used.steps, guidance=used.guidance, sampler=used.sampler, eta=used.eta,
+                          guidance_interval=used.guidance_interval, spacing=used.spacing, final_label=used.final_label,
+                          seed=0, batch_size=4,
+                          device=args.device)
+            seconds[text].append((time.perf_counter() - t0) / args.batch)
+            print(f"{text}: {seconds[text][-1]:.3f} s per tile ({args.batch} tiles, batch 4, watershed included)", flush=True)
+    results = {text: {"s_per_tile": [round(v, 3) for v in seconds[text]],
+                      "network_passes": network_passes(used, model.process.num_steps), **used.model_dump()}
+               for text, used in settings.items()}
     print(json.dumps({"benchmark": "sampling_speed", "model": args.model or "bundled", "tiles": args.batch,
-                      "threads": args.threads, "device": args.device, "guidance": 2.0,
-                      "guidance_interval": list(interval or model.config.sample.guidance_interval), "results": results}))
+                      "threads": args.threads, "device": args.device, "load_avg": os.getloadavg(), "results": results},
+                     default=list))
 
 
 if __name__ == "__main__":

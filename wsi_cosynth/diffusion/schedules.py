@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 
@@ -53,15 +54,29 @@ def alpha_bar_at(alpha_bar: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     return padded[t.long() + 1]
 
 
-def strided_timesteps(num_steps: int, num_sample_steps: int) -> list[int]:
-    """Descending step indices ``t_N > ... > t_1`` used by a strided sampler.
+Spacing = Literal["linspace", "trailing"]
+SPACINGS = ("linspace", "trailing")
 
-    Evenly spaced over ``0 .. T-1`` and always containing ``T-1`` (pure noise) and 0, so the last
-    step lands on clean data; ``num_sample_steps == num_steps`` gives every step.
+
+def strided_timesteps(num_steps: int, num_sample_steps: int, spacing: Spacing = "linspace") -> list[int]:
+    """Descending step indices ``t_N > ... > t_1`` at which a strided sampler evaluates the network.
+
+    Both spacings start at ``T-1`` (pure noise) and are even in t; the sampler's last move is from
+    ``t_1`` to clean data (t = -1):
+
+    - ``"linspace"``: ``t_1 = 0``, so the last network pass sees almost clean data (abar_0 ~ 1) and
+      barely changes it; ``num_sample_steps == num_steps`` gives every step (the ancestral chain);
+    - ``"trailing"``: ``t_i = round(T i / N) - 1``, ``t_1 = T/N - 1`` (Lin et al. 2024): every pass
+      removes a like share of the noise, which matters when there are only a few.
     """
     if not 1 <= num_sample_steps <= num_steps:
         raise ValueError(f"sampling steps must be in 1..{num_steps}, got {num_sample_steps}")
+    if spacing not in SPACINGS:
+        raise ValueError(f"timestep spacing must be one of {SPACINGS}, got {spacing!r}")
     if num_sample_steps == 1:
         return [num_steps - 1]
+    if spacing == "trailing":
+        ts = (torch.arange(num_sample_steps, 0, -1, dtype=torch.float64) * num_steps / num_sample_steps).round().long() - 1
+        return [int(v) for v in ts]
     ts = torch.linspace(0, num_steps - 1, num_sample_steps, dtype=torch.float64).round().long()
     return sorted(set(int(v) for v in ts), reverse=True)
