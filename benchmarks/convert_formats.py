@@ -6,9 +6,11 @@ tiles (the 432 repeated under new names) to show that its memory does not grow w
 The last line printed is one JSON object with all numbers.
 
 Then (``--pairs N``, default 3) COCO-RLE against the conversion as a user would script it,
-single-threaded (PIL for images, pycocotools per instance), once saving PNGs at zlib level 1 as
-our writers do and once at PIL's default level 6, interleaved in separate processes; the ratio
-within each repeat is printed. The load (uptime) is printed before and after.
+single-threaded (PIL for images, pycocotools per instance), once saving PNGs with PIL's default
+``save`` (zlib level 6: the fair user script) and once at level 1 (Pillow's fastest compressing
+level, which our writers used before ``wsi_cosynth/png.py``), interleaved in separate processes;
+the ratio within each repeat is printed, and each run's CPU time per tile (user + system, all
+threads). The load (uptime) is printed before and after.
 
 Usage: python benchmarks/convert_formats.py [--data ../shared/data/consep/train] [--repeat-pannuke 4] [--pairs 3] [--pairs-only]
 """
@@ -29,6 +31,9 @@ DEFAULT_DATA = Path(os.environ.get("WSI_COSYNTH_DATA", REPO.parent / "shared" / 
 CHILD = r"""
 import json, resource, sys, time
 from dataclasses import replace
+def cpu_s():
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
 from wsi_cosynth.exporters import open_writer, read_dataset
 from wsi_cosynth.taxonomy import get_taxonomy
 src, fmt, opts, repeat, out = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
@@ -39,7 +44,7 @@ def tiles():
     for r in range(repeat):
         for t in read_dataset(src, "consep"):
             yield t if r == 0 else replace(t, provenance=replace(t.provenance, name=f"{t.provenance.name}_r{r}"))
-t0 = time.perf_counter()
+t0, c0 = time.perf_counter(), cpu_s()
 n = 0
 if fmt == "read-only":
     for t in tiles():
@@ -50,7 +55,7 @@ else:
             w.add(t)
             n += 1
 dt = time.perf_counter() - t0
-print(json.dumps({"tiles": n, "seconds": dt, "tiles_per_s": n / dt,
+print(json.dumps({"tiles": n, "seconds": dt, "tiles_per_s": n / dt, "cpu_ms_per_tile": (cpu_s() - c0) / n * 1e3,
                   "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """
 
@@ -62,13 +67,16 @@ import numpy as np, scipy.io
 from PIL import Image
 from pycocotools import mask as mask_utils
 src, out, level = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
-t0 = time.perf_counter()
+def cpu_s():
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+t0, c0 = time.perf_counter(), cpu_s()
 (out / "images").mkdir(parents=True)
 images, anns = [], []
 for path in sorted((src / "images").iterdir()):
     stem = path.stem
     image = Image.open(path).convert("RGB")
-    image.save(out / "images" / f"{stem}.png", compress_level=level)  # PIL's default is 6
+    image.save(out / "images" / f"{stem}.png", compress_level=level)  # PIL's default save is level 6
     inst = np.load(src / "inst" / f"{stem}.npy")
     types = scipy.io.loadmat(src / "type_mat" / f"{stem}.mat")["inst_type"].reshape(-1)
     image_id = len(images) + 1
@@ -83,6 +91,7 @@ cats = [{"id": i, "name": str(i)} for i in range(1, 5)]
 (out / "annotations.json").write_text(json.dumps({"images": images, "annotations": anns, "categories": cats}))
 dt = time.perf_counter() - t0
 print(json.dumps({"tiles": len(images), "seconds": dt, "tiles_per_s": len(images) / dt,
+                  "cpu_ms_per_tile": (cpu_s() - c0) / len(images) * 1e3,
                   "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """
 
@@ -110,7 +119,7 @@ def main() -> None:
     print("load before:", load_before, flush=True)
     pairs: list[dict] = []
     with tempfile.TemporaryDirectory() as tmp:
-        labels = ("coco-rle", "script-png1", "script-png6")
+        labels = ("coco-rle", "script-png6", "script-png1")
         for rep in range(args.pairs):
             pair = {}
             for label in (labels if rep % 2 == 0 else labels[::-1]):
@@ -120,12 +129,14 @@ def main() -> None:
                 proc = subprocess.run(argv, capture_output=True, text=True, cwd=REPO)
                 if proc.returncode != 0:
                     raise SystemExit(f"{label} failed:\n{proc.stderr}")
-                pair[label] = json.loads(proc.stdout.strip().splitlines()[-1])["tiles_per_s"]
-                print(f"  repeat {rep + 1} {label:12s} {pair[label]:7.1f} tiles/s", flush=True)
+                res = json.loads(proc.stdout.strip().splitlines()[-1])
+                pair[label], pair[f"{label}_cpu_ms"] = res["tiles_per_s"], res["cpu_ms_per_tile"]
+                print(f"  repeat {rep + 1} {label:12s} {pair[label]:7.1f} tiles/s  {res['cpu_ms_per_tile']:5.1f} ms CPU/tile",
+                      flush=True)
             pair["ratio_png1"] = pair["coco-rle"] / pair["script-png1"]
             pair["ratio_png6"] = pair["coco-rle"] / pair["script-png6"]
             pairs.append(pair)
-        for key, what in (("ratio_png1", "PNG level 1, as ours"), ("ratio_png6", "PIL's default PNG level 6")):
+        for key, what in (("ratio_png6", "PIL's default save, level 6"), ("ratio_png1", "PIL level 1")):
             if pairs:
                 ratios = sorted(p[key] for p in pairs)
                 listed = ", ".join(f"{p[key]:.2f}" for p in pairs)
@@ -143,7 +154,7 @@ def main() -> None:
                 res["output_mib"] = sum(p.stat().st_size for p in out.rglob("*") if p.is_file()) / 2**20
             results[label] = res
             print(f"{label:16s} {res['tiles']:5d} tiles {res['tiles_per_s']:7.1f} tiles/s "
-                  f"peak RSS {res['peak_rss_mib']:7.1f} MiB", flush=True)
+                  f"{res['cpu_ms_per_tile']:5.1f} ms CPU/tile peak RSS {res['peak_rss_mib']:7.1f} MiB", flush=True)
     load_after = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
     print("load after:", load_after)
     print(json.dumps({"benchmark": "convert_formats", "source": str(args.data), "cpus": os.cpu_count(),

@@ -21,6 +21,7 @@ import numpy as np
 
 from ..atomic import atomic_path
 from ..errors import CosynthError, optional_file, require_file
+from ..png import write_png as save_png  # every writer's one PNG encoder (see png.py for why)
 from ..records import LabelledTile
 from ..taxonomy import Taxonomy, class_mapping
 
@@ -65,13 +66,6 @@ def _check_image_size(path: Path, size_wh: tuple[int, int]) -> None:
             f"image {path} claims {w} x {h} px ({w * h / 1e6:.0f} Mpx), more than a dataset tile may have "
             f"({MAX_IMAGE_PIXELS / 1e6:.0f} Mpx); whole slides are read with --slide"
         )
-
-
-def save_png(path: Path, image: np.ndarray) -> None:
-    """Write an (H, W, 3) uint8 RGB array as PNG (fast compression: these are data, not archives)."""
-    from PIL import Image
-
-    Image.fromarray(np.ascontiguousarray(image), mode="RGB").save(path, compress_level=1)
 
 
 def load_npy(path: str | Path, *, allow_pickle: bool = False, mmap: bool = False) -> Any:
@@ -265,9 +259,9 @@ class DatasetWriter(ABC):
     temporary directory is deleted and nothing is left. Tiles in another taxonomy are mapped
     into ``taxonomy`` by class name (``class_map`` overrides the built-in aliases).
 
-    Tile images go through :meth:`_save_image`, which PNG-encodes in background threads (zlib
-    releases the GIL), so encoding one tile overlaps reading and labelling the next; at most
-    ``IMAGE_BACKLOG`` images wait, which bounds the memory this takes.
+    Tile images go through :meth:`_save_image`, which PNG-encodes (``png.py``) in background
+    threads (numpy and libdeflate release the GIL), so encoding one tile overlaps reading and
+    labelling the next; at most ``IMAGE_BACKLOG`` images wait, which bounds the memory this takes.
     """
 
     fmt: str = ""

@@ -98,22 +98,26 @@ class Writer(DatasetWriter):
             rles = mask_utils.frPyObjects([{"size": [h, w], "counts": c} for c in counts], h, w)
         boxes = np.stack([boxes_rc[:, 2], boxes_rc[:, 0], boxes_rc[:, 3] - boxes_rc[:, 2],
                           boxes_rc[:, 1] - boxes_rc[:, 0]], axis=1)
+        # Python numbers converted once per tile, not one numpy scalar per field (the same JSON).
+        categories, area_list = classes.tolist(), areas.astype(np.float64).tolist()
+        bbox_list = boxes.astype(np.float64).tolist()
+        first_id = self.n_annotations + 1
         annotations = []
         for k in range(n):
             if self.segmentation == "rle":
                 seg: Any = {"size": [h, w], "counts": rles[k]["counts"].decode("ascii")}
             else:
                 seg = _polygons(instances, k + 1, boxes_rc[k])
-            self.n_annotations += 1
             annotations.append({
-                "id": self.n_annotations,
+                "id": first_id + k,
                 "image_id": image_id,
-                "category_id": int(classes[k]),
+                "category_id": categories[k],
                 "iscrowd": 0,
-                "area": float(areas[k]),
-                "bbox": [float(v) for v in boxes[k]],
+                "area": area_list[k],
+                "bbox": bbox_list[k],
                 "segmentation": seg,
             })
+        self.n_annotations += n
         # One spool line per tile: the tile's objects joined by commas, as in the final list.
         self._spool.write(json.dumps(annotations, **_COMPACT)[1:-1] + "\n")
 

@@ -17,6 +17,7 @@ import numpy as np
 
 from ..atomic import atomic_path
 from ..errors import CosynthError
+from ..png import encode_png, write_png
 from .planning import SlidePlan, iter_slide_tiles, plan_slide
 
 INDEX_COLUMNS = ("name", "x_level0", "y_level0", "col", "row", "extent_level0", "tissue_fraction", "tissue", "n_nuclei")
@@ -46,18 +47,6 @@ def overview_image(plan: SlidePlan) -> np.ndarray:
     return np.asarray(image)
 
 
-def _png(image: np.ndarray) -> bytes:
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.fromarray(image).save(buf, format="PNG", compress_level=1)
-    return buf.getvalue()
-
-
-def _write_png(path: Path, image: np.ndarray) -> None:
-    path.write_bytes(_png(image))
-
-
 def write_tiles(
     slide: str | Path,
     annotations: str | Path | None,
@@ -85,14 +74,14 @@ def write_tiles(
         with atomic_path(out_dir) as tmp:
             (tmp / "tiles").mkdir(parents=True)
             bar = tqdm(total=len(plan.grid), disable=not progress, desc=f"tiles {plan.stem}", unit="tile")
-            # PNG encoding (zlib releases the GIL) runs in background threads, at most
-            # PNG_BACKLOG tiles behind the reads.
+            # PNG encoding (numpy and libdeflate release the GIL) runs in background threads,
+            # at most PNG_BACKLOG tiles behind the reads.
             pool = ThreadPoolExecutor(max_workers=PNG_THREADS, thread_name_prefix="tile-png")
             pending: deque[Future] = deque()
             try:
                 for tile in iter_slide_tiles(plan):
                     pos = tile.position
-                    pending.append(pool.submit(_write_png, tmp / "tiles" / f"{pos.name}.png", tile.image))
+                    pending.append(pool.submit(write_png, tmp / "tiles" / f"{pos.name}.png", tile.image))
                     while len(pending) > PNG_BACKLOG:
                         pending.popleft().result()
                     rows.append({
@@ -122,5 +111,5 @@ def write_tiles(
             }
             (tmp / "index.json").write_text(json.dumps(index, indent=1))
             (tmp / "tissue_mask.png").write_bytes(mask_png_bytes(plan.tissue_mask.mask))
-            (tmp / "thumbnail.png").write_bytes(_png(overview_image(plan)))
+            (tmp / "thumbnail.png").write_bytes(encode_png(overview_image(plan)))
         return {"n_tiles": len(rows), "n_nuclei": int(sum(r["n_nuclei"] for r in rows)), "warnings": list(plan.warnings)}

@@ -175,13 +175,9 @@ def detect_tissue(reader, *, mpp: float, params: TissueParams = TissueParams()) 
 
 def mask_png_bytes(mask: np.ndarray) -> bytes:
     """PNG bytes of a (H, W) bool mask (tissue white, background black)."""
-    import io
+    from ..png import encode_png
 
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.fromarray(np.asarray(mask, dtype=bool).astype(np.uint8) * 255).save(buf, format="PNG")
-    return buf.getvalue()
+    return encode_png(np.asarray(mask, dtype=bool).astype(np.uint8) * 255)
 
 
 def save_mask_png(path: str | Path, mask: np.ndarray) -> Path:
