@@ -2,7 +2,8 @@
 
 A setting is ``steps:guidance[:lo-hi]`` (lo-hi: the guidance interval in t / (T - 1)), or
 comma-separated KEY=VALUE pairs over a model's sampling settings: ``steps``, ``guidance``,
-``sampler``, ``eta``, ``spacing``, ``final_label``, ``interval=lo-hi``. What a setting leaves out is the model's own.
+``sampler``, ``eta``, ``spacing``, ``final_label``, ``interval=lo-hi``; or ``own``. What a setting
+leaves out is the model's own.
 """
 
 from __future__ import annotations
@@ -11,7 +12,9 @@ from __future__ import annotations
 def parse_setting(text: str, sample_config, *, sampler: str | None = None, eta: float | None = None):
     """A setting string (see the module docstring) -> the model's SampleConfig with it applied."""
     given: dict = {"sampler": sampler, "eta": eta}
-    if "=" in text:
+    if text == "own":
+        pass  # the model's own settings
+    elif "=" in text:
         for part in text.split(","):
             key, value = part.split("=", 1)
             if key == "interval":

@@ -85,7 +85,7 @@ def bundled(args) -> None:
 
     model = wc.load_model(args.model, device=args.device)
     own = model.config.sample
-    settings = {text: own if text == "own" else parse_setting(text, own) for text in args.settings}
+    settings = {text: parse_setting(text, own) for text in args.settings}
     lays = layouts(args.batch, model.tile_size)
     wc.synthesize(lays[:1], model, steps=2, seed=0, device=args.device)  # warm-up
     seconds: dict[str, list[float]] = {text: [] for text in settings}

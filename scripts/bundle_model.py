@@ -5,7 +5,10 @@ back into the float32 parameters, so nothing else changes.
 
 ``--sample key=value`` (repeatable) sets the model's own sampling settings (its config's
 ``sample`` section, the default of every entry point) to what was measured best for it, e.g.
-``--sample sampler=ddpm``; the values are validated like a config file's.
+``--sample sampler=ddpm``; the values are validated like a config file's. The bundle records its
+data by name, never a machine path: any absolute path in the data summary (from runs trained
+before names were recorded) becomes its last two parts (``/home/x/data/consep/train`` ->
+``consep/train``).
 
     .venv/bin/python scripts/bundle_model.py runs/default-cpu-small/model wsi_cosynth/assets/default-model \
         [--sample sampler=ddpm]
@@ -39,11 +42,25 @@ def sample_settings(current: dict, overrides: list[str]) -> dict:
         raise SystemExit(f"--sample: {exc}") from None
 
 
+def data_by_name(value: object) -> object:
+    """The data summary with every absolute path replaced by its last two parts (a name)."""
+    from wsi_cosynth.training.sources import data_name
+
+    if isinstance(value, dict):
+        return {k: data_by_name(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [data_by_name(v) for v in value]
+    if isinstance(value, str) and Path(value).is_absolute():
+        return data_name(value)
+    return value
+
+
 def bundle(src: str | Path, dst: str | Path, sample: list[str] | None = None) -> None:
     source, target = Path(src), Path(dst)
     weights = load_file(str(source / "model.safetensors"))
     half = {k: v.half() if v.is_floating_point() else v for k, v in weights.items()}
     meta = json.loads((source / "model.json").read_text())
+    meta["data"] = data_by_name(meta.get("data", {}))
     if sample:
         meta["config"]["sample"] = sample_settings(meta["config"].get("sample", {}), sample)
     target.mkdir(parents=True, exist_ok=True)

@@ -544,6 +544,139 @@ def t_config(seeds: Seeds, rng: np.random.Generator, work: Path) -> Case:
                  "--no-progress"], ANY, None)
 
 
+def _tile_nuclei_geojson(seeds: Seeds) -> bytes:
+    """The real CoNSeP tile's nuclei as QuPath detections (bounding boxes, class epithelial), once."""
+    if not hasattr(seeds, "tile_geojson"):
+        inst = seeds.consep_arrays["inst"].astype(np.int64)
+        features = []
+        for i in range(1, int(inst.max()) + 1):
+            rows, cols = np.nonzero(inst == i)
+            if len(rows):
+                x0, y0, x1, y1 = float(cols.min()), float(rows.min()), float(cols.max() + 1), float(rows.max() + 1)
+                features.append({"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [
+                    [[x0, y0], [x1, y0], [x1, y1], [x0, y1], [x0, y0]]]},
+                    "properties": {"objectType": "detection", "classification": {"name": "epithelial"}}})
+        seeds.tile_geojson = dumps({"type": "FeatureCollection", "features": features})
+    return seeds.tile_geojson
+
+
+def _check_synthetic_slide(out: Path) -> None:
+    import openslide
+
+    (slide,) = out.glob("*.synthetic.tif")
+    with openslide.OpenSlide(str(slide)) as s:
+        assert min(s.dimensions) > 0
+    features = json.loads(next(out.glob("*.synthetic.geojson")).read_text())["features"]
+    assert all(f["geometry"]["type"] == "Polygon" for f in features)
+
+
+def _synthesize_case(seeds: Seeds, work: Path, annotations: bytes, region: list[int] | None, expect: str) -> Case:
+    slide = work / "s.tif"
+    slide.parent.mkdir(parents=True, exist_ok=True)
+    slide.write_bytes(seeds.tiny_slide)
+    (work / "a.geojson").write_bytes(annotations)
+    model = write_tree(work / "model", seeds.checkpoint)
+    out = work / "out"
+    # The tile's saturation is below the tissue detector's floor: the region is given.
+    extra = ["--region", *(str(v) for v in (region if region is not None else (0, 0, 256, 256)))]
+    return Case(["synthesize", "--slide", str(slide), "--slide-mpp", "0.25", "--annotations", str(work / "a.geojson"),
+                 "--model", str(model), "--out", str(out), "--steps", "1", "--guidance", "1", "--threads", "1",
+                 "--no-progress", *extra], expect, out, _check_synthetic_slide)
+
+
+def t_synthesize(seeds: Seeds, rng: np.random.Generator, work: Path) -> Case:
+    """Region synthesis: mutated annotations, or hostile --region values."""
+    ann = _tile_nuclei_geojson(seeds)
+    op = int(rng.integers(3))
+    if op == 0:
+        return _synthesize_case(seeds, work, _json_mutation({"a": ann}, "a", rng)["a"], None, ANY)
+    if op == 1:
+        files, expect = _byte_mutation({"a.geojson": ann}, rng)
+        return _synthesize_case(seeds, work, files["a.geojson"], None, expect)
+    values = [-1, 0, 1, 3, 64, 200, 255, 256, 257, 2**31, -(2**31)]
+    region = [int(values[int(i)]) for i in rng.integers(len(values), size=4)]
+    x, y, w, h = region
+    inside = x >= 0 and y >= 0 and w > 0 and h > 0 and x + w <= 256 and y + h <= 256
+    return _synthesize_case(seeds, work, ann, region, ANY if inside else REJECT)
+
+
+SOURCES_YAML = (b"balance: sqrt\nholdout_images: []\nsources:\n  - name: consep\n    data: consep\n    format: consep\n"
+                b"    mpp: 0.25\n    tissue_table: organs.csv\n")
+ORGANS_CSV = b"image,organ,project\nt,colon,TCGA-COAD\n"
+
+
+def _sources_case(seeds: Seeds, work: Path, files: dict[str, bytes], expect: str, *, train: bool = False) -> Case:
+    write_tree(work, {**{f"consep/{k}": v for k, v in seeds.consep.items()}, **files})
+    # A held-out image no source has stops the command once every source is read: no training.
+    stop = [] if train else ["--holdout-images", "zz_no_such_image"]
+    return Case(["train", "--config", "tiny", "--sources", str(work / "s.yaml"), "--out", str(work / "run"),
+                 "--steps", "1", "--threads", "1", "--no-progress", *stop], expect, None)
+
+
+def t_train_sources(seeds: Seeds, rng: np.random.Generator, work: Path) -> Case:
+    """The sources YAML of ``train --sources`` (as bytes or as data) or its tissue table CSV."""
+    import yaml
+
+    files = {"s.yaml": SOURCES_YAML, "organs.csv": ORGANS_CSV}
+    op = rng.random()
+    if op < 0.35:
+        files = _byte_mutation(files, rng, keys=["s.yaml"])[0]
+    elif op < 0.7:
+        data = mutate_json(json.loads(json.dumps(yaml.safe_load(SOURCES_YAML))), rng)
+        files["s.yaml"] = yaml.safe_dump(data).encode() if not isinstance(data, float) else b"nan"
+    else:
+        files = _byte_mutation(files, rng, keys=["organs.csv"])[0]
+    return _sources_case(seeds, work, files, ANY)
+
+
+def _cohort_csv(seeds: Seeds, work: Path) -> bytes:
+    """A cohort of the real MoNuSAC slide with its (sliced) XML, and the plain CoNSeP tile, which
+    has no annotations and so fails as a bad slide of a real export."""
+    work.mkdir(parents=True, exist_ok=True)
+    (work / "a.xml").write_bytes(seeds.aperio)
+    (work / "t.tif").write_bytes(seeds.tiny_slide)
+    return (f"slide,annotations,patient,tissue,slide_mpp,split\n{seeds.slide},a.xml,P1,colon,,train\n"
+            f"t.tif,,P2,colon,0.25,\n").encode()
+
+
+def _check_cohort(out: Path) -> None:
+    import csv as csv_module
+
+    rows = list(csv_module.DictReader(io.StringIO((out / "cohort.csv").read_text())))
+    assert rows and all(r["status"] == "ok" or r["status"].startswith("failed: ") for r in rows)
+    for split in ("train", "val", "test"):
+        if any(r["split"] == split and r["status"] == "ok" for r in rows):
+            _check_dataset("pannuke")(out / split)
+
+
+def _cohort_case(work: Path, data: bytes, expect: str) -> Case:
+    (work / "c.csv").write_bytes(data)
+    out = work / "out"
+    return Case(["export", "--cohort", str(work / "c.csv"), "--source", "real", "--format", "pannuke", "--mpp", "1.0",
+                 "--tile-size", "128", "--min-tissue", "0", "--out", str(out), "--no-progress", "--skip-bad-slides"],
+                expect, out, _check_cohort)
+
+
+def t_cohort_csv(seeds: Seeds, rng: np.random.Generator, work: Path) -> Case:
+    """The cohort CSV of ``export --cohort``: its bytes, or hostile cells, rows and headers."""
+    data = _cohort_csv(seeds, work)
+    if rng.random() < 0.5:
+        files, expect = _byte_mutation({"c.csv": data}, rng)
+        return _cohort_case(work, files["c.csv"], expect)
+    lines = data.decode().splitlines()
+    cells = [line.split(",") for line in lines]
+    r, c = int(rng.integers(len(cells))), int(rng.integers(len(cells[0])))
+    op = int(rng.integers(3))
+    if op == 0:
+        cells[r][c] = str(rng.choice(["", "0", "-1", "nan", "inf", "1e400", "x", "0.25", "Test", "val", "\"q\"",
+                                      "missing.svs", ".", "a.xml", "t.tif", " "]))
+    elif op == 1:
+        cells.insert(int(rng.integers(1, len(cells) + 1)), list(cells[int(rng.integers(len(cells)))]))
+    else:
+        del cells[r][c]
+    return _cohort_case(work, "\n".join(",".join(row) for row in cells).encode(), ANY)
+
+
 TARGETS: dict[str, Callable[[Seeds, np.random.Generator, Path], Case]] = {
     "consep": t_consep,
     "consep-mat": t_consep_mat,
@@ -564,9 +697,12 @@ TARGETS: dict[str, Callable[[Seeds, np.random.Generator, Path], Case]] = {
     "evaluate": t_evaluate,
     "layout-model": t_layout_model,
     "train-config": t_config,
+    "cohort-csv": t_cohort_csv,
+    "train-sources": t_train_sources,
+    "synthesize": t_synthesize,
 }
 # Relative case counts: slides and exports cost more per case than dataset reads.
-WEIGHTS = {"evaluate": 0.03, "slide-svs": 0.25, "slide-dicom": 0.2, "slide-plain": 0.5, "checkpoint": 0.3, "qupath-geojson": 0.4,
+WEIGHTS = {"cohort-csv": 0.2, "train-sources": 0.3, "synthesize": 0.1, "evaluate": 0.03, "slide-svs": 0.25, "slide-dicom": 0.2, "slide-plain": 0.5, "checkpoint": 0.3, "qupath-geojson": 0.4,
            "hovernet-wsi": 0.35, "aperio-xml": 0.3, "geoparquet": 0.4}
 
 
@@ -670,6 +806,12 @@ def _pristine(seeds: Seeds, name: str, work: Path) -> Case:
         return _evaluate_case(work, seeds.eval_coco, seeds.eval_pannuke, seeds.class_map, ANY)
     if name == "checkpoint":
         return _checkpoint_case(seeds, work, seeds.checkpoint, ANY)
+    if name == "cohort-csv":
+        return _cohort_case(work, _cohort_csv(seeds, work), ANY)
+    if name == "synthesize":
+        return _synthesize_case(seeds, work, _tile_nuclei_geojson(seeds), None, ANY)
+    if name == "train-sources":
+        return _sources_case(seeds, work, {"s.yaml": SOURCES_YAML, "organs.csv": ORGANS_CSV}, ANY, train=True)
     model = work / "m.json"
     model.write_bytes(seeds.layout_model)
     return Case(["layouts", "sample", "--model", str(model), "-n", "1", "--size", "64", "64", "--out",

@@ -1,9 +1,11 @@
-"""The Python API for dataset-building scripts: export, load_model, synthesize.
+"""The Python API for dataset-building scripts: export, export_cohort, load_model, synthesize,
+synthesize_region.
 
 >>> import wsi_cosynth as wc
 >>> model = wc.load_model()                                    # the bundled default model
 >>> tiles = wc.synthesize(layouts, model, steps=25, seed=0)    # list[LabelledTile]
 >>> wc.export("slide.svs", "out/", format="coco")              # same as the CLI
+>>> wc.export_cohort("cohort.csv", "out/", format="coco")      # a study, split by patient
 """
 
 from __future__ import annotations
@@ -35,16 +37,24 @@ def synthesize(
     batch_size: int = 4,
     device: str | None = None,
     guidance_interval: tuple[float, float] | None = None,
+    spacing: str | None = None,
+    final_label: str | None = None,
+    colour_reference: Any = None,
 ) -> list[LabelledTile]:
     """Co-synthesise one labelled tile per layout (image, instances via point-guided watershed,
     classes, distance map). Layouts must use the model's taxonomy and tile size; the same seed
     and batch size give the same tiles. ``device``: "cpu", "cuda[:N]" or "auto" (a GPU when
     present); None keeps a given model where it is (and means "auto" for a path).
-    Sampling settings (``steps``, classifier-free ``guidance`` scale, ``sampler`` "ddpm" or
-    "ddim" with ``eta``, ``guidance_interval`` (lo, hi): guide only the steps with t / (T - 1) in
-    it) left None are the model's own, its config's ``sample`` section (the bundled model: 25
-    DDPM steps, guidance 2 on [0.5, 1]).
+    Sampling settings (``steps``, classifier-free ``guidance`` scale, ``sampler`` "ddpm", "ddim"
+    with ``eta``, "dpmpp_2m" or "dpmpp_2m_sde", ``guidance_interval`` (lo, hi): guide only the steps
+    with t / (T - 1) in it, ``spacing`` "linspace" or "trailing" of the steps, ``final_label``
+    "sample" or "mode" for the label's last step) left None are the
+    model's own, its config's ``sample`` section (MODEL_CARD.md states the bundled model's).
+    ``colour_reference``: the look to give the images (wsi_cosynth/colour.py): a real (H, W, 3)
+    uint8 RGB image, a :class:`~wsi_cosynth.colour.ColourStats` or its dict, for every layout, or
+    a list of those (None allowed) with one per layout; None leaves the model's colours.
     """
+    from .colour import reference_per_layout
     from .pipeline.jobs import SynthesisJob, make_batches
     from .pipeline.worker import SamplingSpec, resolve_device, sample_tiles
 
@@ -55,13 +65,53 @@ def synthesize(
         device = resolve_device(device) if device is not None else str(model.device)
     if not layouts:
         raise CosynthError("synthesize: no layouts given")
-    jobs = [SynthesisJob(lay.provenance.name, lay) for lay in layouts]
+    colours = reference_per_layout(colour_reference, len(layouts))
+    jobs = [SynthesisJob(lay.provenance.name, lay, colour) for lay, colour in zip(layouts, colours)]
     spec = SamplingSpec(model_path="", steps=steps, guidance=guidance, sampler=sampler, eta=eta, device=device,
-                        guidance_interval=guidance_interval)
+                        guidance_interval=guidance_interval, spacing=spacing,
+                        final_label=final_label)
     tiles: list[LabelledTile] = []
     for batch in make_batches(jobs, batch_size, seed):
         tiles += sample_tiles(model, batch, spec, device)
     return tiles
+
+
+def synthesize_region(
+    slide: str | Path,
+    out: str | Path,
+    *,
+    annotations: str | Path | None = None,
+    region: tuple[int, int, int, int] | None = None,
+    tissue: str | None = None,
+    slide_mpp: float | None = None,
+    model: str | Path | None = None,
+    windows: str = "shift",
+    overlap: int | None = None,
+    chunk: int | None = None,
+    batch_size: int = 8,
+    seed: int = 0,
+    steps: int | None = None,
+    guidance: float | None = None,
+    sampler: str | None = None,
+    spacing: str | None = None,
+    **options: Any,
+):
+    """Co-synthesise a region of a slide in one fused sampling and write it as a synthetic slide,
+    as ``wsi-cosynth synthesize`` does: ``out/<stem>.synthetic.tif``, ``.synthetic.geojson`` and
+    ``.synthetic-labels.tif``. ``region``: (x, y, w, h) level-0 px, default the tissue's bounding box.
+    ``windows`` "shift" or "overlap", ``overlap`` px, ``chunk`` px: see
+    :class:`wsi_cosynth.pipeline.region.RegionOptions`; sampling settings left None are the model's.
+    ``options``: the other keywords of :func:`wsi_cosynth.pipeline.region.synthesize_region`
+    (class_map, default_class, device, threads, overwrite, restart, progress).
+    Returns a RegionResult (paths, size, nuclei, seconds, notes).
+    """
+    from .pipeline.region import RegionOptions
+    from .pipeline.region import synthesize_region as _synthesize_region
+
+    settings = RegionOptions(steps=steps, guidance=guidance, sampler=sampler, spacing=spacing, scheme=windows,
+                             overlap=overlap, chunk=chunk, batch_size=batch_size, seed=seed)
+    return _synthesize_region(slide, out, annotations=annotations, region=region, tissue=tissue, slide_mpp=slide_mpp,
+                              model=model, options=settings, **options)
 
 
 def export(
@@ -90,3 +140,30 @@ def export(
 
         return export_real(slide, annotations, out, format, **options)
     raise CosynthError(f"unknown source {source!r} (valid: synthetic, real)")
+
+
+def export_cohort(
+    cohort: str | Path,
+    out: str | Path,
+    *,
+    format: str = "coco",
+    source: str = "synthetic",
+    split: str | tuple[float, float, float] = "0.8,0.1,0.1",
+    skip_bad_slides: bool = False,
+    **options: Any,
+):
+    """Export every slide of a cohort CSV into ``out/train``, ``out/val`` and ``out/test``, split
+    by patient, as ``wsi-cosynth export --cohort`` does.
+
+    ``options``: the fields of :class:`wsi_cosynth.pipeline.options.ExportOptions` (mpp, tissue,
+    slide_mpp, taxonomy, model, per_layout, steps, seed, batch_size, threads, workers,
+    scheduler, overwrite, ...); an unknown keyword is a TypeError. Returns a CohortSummary
+    (out, fmt, taxonomy, slides with their status, splits, warnings); slides that could not be
+    used are in ``summary.failed``, the others are exported; unless ``skip_bad_slides``, the
+    finished work is then kept (``summary.work_dir``) for a rerun after fixing them.
+    """
+    from .pipeline.cohort import export_cohort as _export_cohort
+    from .pipeline.options import ExportOptions
+
+    settings = ExportOptions.from_keywords(source=source, format=format, **options)
+    return _export_cohort(cohort, out, settings, split=split, skip_bad_slides=skip_bad_slides)

@@ -35,7 +35,7 @@ def build_demo_slide(out_dir: str | Path) -> Path:
     from PIL import Image
 
     from .atomic import write_text_atomic
-    from .slide.svs_writer import write_aperio_svs
+    from .slide.writer import write_aperio_svs
     from .taxonomy import get_taxonomy
 
     out = Path(out_dir)

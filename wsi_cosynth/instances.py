@@ -111,7 +111,8 @@ def separate_instances(
     distance : (H, W) float in [0, 1], distance map (1 at nucleus centres, 0 at boundaries).
     semantic : (H, W) int, 0 = background, class ids > 0 for nuclei.
     points_xy : (N, 2) float, layout points (x, y) in tile pixels, inside the tile.
-    point_classes : (N,) int class ids >= 1, or None (then every class is the majority one).
+    point_classes : (N,) int class ids >= 1, 0 for a point of unknown class (``records.UNCLASSIFIED``:
+        its instance takes the majority class), or None (then every class is the majority one).
     snap_radius : a point on background is moved to the nearest foreground pixel within this
         many pixels, else dropped. Two points in one pixel: the lower index wins.
     unmarked : foreground components that no marker reaches become extra instances with their
@@ -127,7 +128,7 @@ def separate_instances(
     Raises
     ------
     CosynthError
-        Mismatched shapes, non-finite distances, points outside the tile or class ids < 1.
+        Mismatched shapes, non-finite distances, points outside the tile or class ids < 0.
     """
     from skimage.segmentation import watershed
 
@@ -142,8 +143,8 @@ def separate_instances(
         cls = np.asarray(point_classes).reshape(-1)
         if len(cls) != n:
             raise CosynthError(f"points_xy has {n} points but point_classes has {len(cls)}")
-        if n and (not np.issubdtype(cls.dtype, np.integer) or int(cls.min()) < 1):
-            raise CosynthError("point_classes must be integer class ids >= 1")
+        if n and (not np.issubdtype(cls.dtype, np.integer) or int(cls.min()) < 0):
+            raise CosynthError("point_classes must be integer class ids >= 1 (0: unknown class)")
         cls = cls.astype(np.int64)
     fg = sem > 0
     markers = rasterize_markers(xy, sem.shape)

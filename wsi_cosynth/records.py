@@ -14,6 +14,11 @@ import numpy as np
 from .errors import CosynthError
 from .taxonomy import Taxonomy
 
+# Class id of a layout nucleus whose class is not known (MoNuSeg-style annotations): a nucleus,
+# but of no particular class of the taxonomy. Only a :class:`Layout` may hold it; a model that
+# supports unclassified nuclei (config ``model.unknown_class``) draws it as its unknown point.
+UNCLASSIFIED = 0
+
 
 @dataclass(frozen=True)
 class Provenance:
@@ -21,7 +26,11 @@ class Provenance:
 
     ``x_slide``/``y_slide``: level-0 pixel of the tile's top-left corner (None if not from a
     slide); ``mpp``: microns per pixel of the tile's pixels; ``source``: slide or file path;
-    ``name``: a stem unique within a dataset (used for file names; contains no '-' or '/').
+    ``name``: a stem unique within a dataset (used for file names; contains no '-' or '/');
+    ``synthetic``: the pixels were made by a generative model (e.g. a slide written by
+    ``wsi-cosynth synthesize``), stored as ``"synthetic": true`` only when set;
+    ``patient``/``split``: the patient of the source slide and the split (train, val, test) of a
+    cohort dataset, stored only when set.
     """
 
     name: str
@@ -30,9 +39,12 @@ class Provenance:
     y_slide: float | None = None
     mpp: float | None = None
     tissue: str | None = None
+    synthetic: bool = False
+    patient: str | None = None
+    split: str | None = None
 
     def to_dict(self) -> dict:
-        return {
+        d = {
             "name": self.name,
             "source": self.source,
             "x_slide": self.x_slide,
@@ -40,10 +52,18 @@ class Provenance:
             "mpp": self.mpp,
             "tissue": self.tissue,
         }
+        if self.synthetic:
+            d["synthetic"] = True
+        for key in ("patient", "split"):
+            if getattr(self, key) is not None:
+                d[key] = getattr(self, key)
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "Provenance":
-        return cls(**{k: d.get(k) for k in ("name", "source", "x_slide", "y_slide", "mpp", "tissue")})
+        return cls(**{k: d.get(k) for k in ("name", "source", "x_slide", "y_slide", "mpp", "tissue")},
+                   synthetic=d.get("synthetic") is True,
+                   **{k: d[k] for k in ("patient", "split") if isinstance(d.get(k), str)})
 
 
 @dataclass(frozen=True)
@@ -72,7 +92,8 @@ class Layout:
     xy_tile : (N, 2) float64
         Centroids in tile pixels, (x, y); must lie inside [0, width) x [0, height).
     classes : (N,) int64
-        Class ids in ``taxonomy`` (1..K; 0 is background and never a nucleus class).
+        Class ids in ``taxonomy`` (1..K), or :data:`UNCLASSIFIED` (0) for a nucleus of unknown
+        class.
     size : (height, width) of the tile in pixels.
     taxonomy : the class set ``classes`` refer to.
     provenance : name, source, slide position, mpp, tissue type.
@@ -96,7 +117,7 @@ class Layout:
         if len(xy) != len(cls):
             raise CosynthError(f"{where}: {len(xy)} points but {len(cls)} classes")
         if len(cls):
-            self.taxonomy.check_ids(cls, where=where)
+            self.taxonomy.check_ids(cls[cls != UNCLASSIFIED], where=where)
             h, w = self.size
             outside = (xy[:, 0] < 0) | (xy[:, 0] >= w) | (xy[:, 1] < 0) | (xy[:, 1] >= h)
             if outside.any():
@@ -108,6 +129,11 @@ class Layout:
 
     def __len__(self) -> int:
         return len(self.classes)
+
+    @property
+    def unclassified(self) -> np.ndarray:
+        """(N,) bool: the nuclei of unknown class."""
+        return self.classes == UNCLASSIFIED
 
     @property
     def tissue(self) -> str | None:

@@ -47,22 +47,24 @@ def tile_grid(panels: Sequence[np.ndarray], *, columns: int, gap: int = 4) -> np
     return canvas
 
 
-def preview(tiles: Sequence[LabelledTile], *, max_tiles: int = 12, pairs_per_row: int = 3) -> np.ndarray:
-    """A grid of tiles, each shown as (image with outlines, label image) side by side."""
+def preview(tiles: Sequence[LabelledTile], *, max_tiles: int = 12, pairs_per_row: int = 3,
+            references: Sequence[np.ndarray | None] | None = None) -> np.ndarray:
+    """A grid of tiles, each shown as (image with outlines, label image) side by side; with
+    ``references`` (one real (H, W, 3) uint8 tile or None per tile), as (real tile, image with
+    outlines, label image), the real tile it stands for first (white where there is none)."""
     panels = []
-    for tile in list(tiles)[:max_tiles]:
+    for i, tile in enumerate(list(tiles)[:max_tiles]):
+        if references is not None:
+            real = references[i] if i < len(references) else None
+            panels.append(real if real is not None and real.shape == tile.image.shape else np.full_like(tile.image, 255))
         panels += [outlines(tile), label_image(tile)]
-    return tile_grid(panels, columns=2 * pairs_per_row)
+    per_tile = 3 if references is not None else 2
+    return tile_grid(panels, columns=per_tile * (2 if references is not None else pairs_per_row))
 
 
 def save_png(path, rgb: np.ndarray) -> None:
     """Write an (H, W, 3) uint8 image as PNG atomically."""
-    import io
-
-    from PIL import Image
-
     from .atomic import write_bytes_atomic
+    from .png import encode_png
 
-    buf = io.BytesIO()
-    Image.fromarray(rgb).save(buf, format="PNG")
-    write_bytes_atomic(path, buf.getvalue())
+    write_bytes_atomic(path, encode_png(rgb))

@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 
 
-def add_slide_arguments(parser: argparse.ArgumentParser) -> None:
-    """--slide, --annotations, --mpp, --tile-size, --stride, --min-tissue, --slide-mpp, --tissue."""
-    parser.add_argument("--slide", required=True,
+def add_slide_arguments(parser: argparse.ArgumentParser, *, slide_required: bool = True) -> None:
+    """--slide, --annotations, --mpp, --tile-size, --stride, --min-tissue, --slide-mpp, --tissue.
+
+    ``slide_required=False``: the command checks that --slide or its alternative is given."""
+    parser.add_argument("--slide", required=slide_required,
                         help="whole-slide image (.svs, .ndpi, .mrxs, .tiff, DICOM, ...) or a plain image region "
                              "(strip/tiled/OME TIFF, PNG, JPEG; give --slide-mpp if it records no resolution)")
     parser.add_argument("--annotations", default=None,

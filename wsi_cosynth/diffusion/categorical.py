@@ -8,6 +8,19 @@ s < t, which is what lets a strided sampler skip steps exactly.
 
 Tensors of class probabilities are kept as log-probabilities ``log_x`` (B, K, H, W) float32;
 one-hot data is ``log(onehot)`` clamped at ``LOG_EPS``. K counts background as a class.
+
+Partial labels: in label DATA the value K (one past the last class) marks a nucleus pixel of
+unknown class (unclassified annotations). Such a pixel counts as "some nucleus class", never as a
+particular one (:func:`log_x0_with_unknown`, :meth:`CategoricalDiffusion.loss`):
+
+- forward process: its x_0 is uniform over the nucleus classes 1..K-1, so x_t is drawn from
+  abar_t * uniform + (1 - abar_t) / K;
+- x0 cross-entropy and decoder NLL: -log sum_{k >= 1} x0_hat_k, the probability of "a nucleus",
+  which is the same however that probability is split among the nucleus classes;
+- KL term: the true x_0 is the network's own prediction restricted to the nucleus classes and
+  renormalised (held constant), i.e. spread over the nucleus classes in proportion to the
+  prediction; the term then pulls probability off the background, in the prediction's own
+  proportions, and is zero once the background has none.
 """
 
 from __future__ import annotations
@@ -27,6 +40,28 @@ def index_to_log_onehot(x: torch.Tensor, num_classes: int) -> torch.Tensor:
     """(B, H, W) int64 class indices -> (B, K, H, W) float32 log one-hot."""
     onehot = F.one_hot(x.long(), num_classes).permute(0, 3, 1, 2).float()
     return onehot.clamp(min=math.exp(LOG_EPS)).log()
+
+
+def log_x0_with_unknown(x: torch.Tensor, num_classes: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Label data with nuclei of unknown class -> (log x_0 (B, K, H, W), unknown (B, H, W) bool).
+
+    ``x``: (B, H, W) int64 in 0..K-1, or K for a nucleus pixel of unknown class, whose x_0 is
+    uniform over the nucleus classes 1..K-1. ``unknown`` is None when no pixel is unknown (then
+    ``log x_0`` is exactly :func:`index_to_log_onehot`'s).
+    """
+    unknown = x == num_classes
+    if not bool(unknown.any()):
+        return index_to_log_onehot(x, num_classes), None
+    log_x0 = index_to_log_onehot(torch.where(unknown, torch.zeros_like(x), x), num_classes)
+    uniform = torch.full((num_classes,), -math.log(num_classes - 1), device=x.device)
+    uniform[0] = LOG_EPS
+    return torch.where(unknown[:, None], uniform.view(1, -1, 1, 1), log_x0), unknown
+
+
+def log_nucleus_probability(log_x0_pred: torch.Tensor) -> torch.Tensor:
+    """(B, K, H, W) normalised log-probabilities -> (B, H, W) log of the summed probability of
+    the nucleus classes 1..K-1."""
+    return torch.logsumexp(log_x0_pred[:, 1:], dim=1)
 
 
 def argmax_classes(x: torch.Tensor) -> torch.Tensor:
@@ -123,7 +158,8 @@ class CategoricalDiffusion:
         return categorical_kl(log_qT, log_uniform).flatten(1).mean(1)
 
     def loss(
-        self, log_x0: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor, log_x0_pred: torch.Tensor, *, ce_weight: float = 0.0
+        self, log_x0: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor, log_x0_pred: torch.Tensor, *, ce_weight: float = 0.0,
+        unknown: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """(B,) per-pixel label loss in nats: the variational term L_t + L_prior (+ an auxiliary CE).
 
@@ -134,16 +170,29 @@ class CategoricalDiffusion:
         than at t > 300), so we train on the per-step term E_t[L_t] and add, as in D3PM's hybrid
         loss (Austin et al. 2021), ``ce_weight`` times the cross-entropy -log x0_hat(x_0), which
         carries the bulk of the signal at a scale comparable to the noise MSEs.
+
+        ``unknown``: (B, H, W) bool, nucleus pixels of unknown class (from
+        :func:`log_x0_with_unknown`): their NLL and CE are -log of the summed nucleus
+        probability, and their KL target is the prediction's own split over the nucleus classes
+        (see the module docstring).
         """
         log_x_t = index_to_log_onehot(x_t, self.num_classes)
         s = t - 1
         log_x0_pred = log_x0_pred.log_softmax(1)
+        log_x0_data = log_x0
+        if unknown is not None:
+            own_split = log_x0_pred.detach().clone()
+            own_split[:, 0] = LOG_EPS
+            own_split = own_split - torch.logsumexp(own_split, dim=1, keepdim=True)
+            log_x0 = torch.where(unknown[:, None], own_split, log_x0)
         log_true = self.log_posterior(log_x0, log_x_t, t, s)
         log_model = self.log_posterior(log_x0_pred, log_x_t, t, s)
         kl = categorical_kl(log_true, log_model)
         nll = -(log_x0.exp() * log_x0_pred).sum(1)
+        if unknown is not None:
+            nll = torch.where(unknown, -log_nucleus_probability(log_x0_pred), nll)
         per_pixel = torch.where((t == 0).to(kl.device).view(-1, 1, 1), nll, kl)
-        out = per_pixel.flatten(1).mean(1) + self.prior_kl(log_x0)
+        out = per_pixel.flatten(1).mean(1) + self.prior_kl(log_x0_data)
         if ce_weight:
             out = out + ce_weight * nll.flatten(1).mean(1)
         return out

@@ -24,7 +24,7 @@ from typing import Literal
 import torch
 
 from . import noise
-from .categorical import CategoricalDiffusion, index_to_log_onehot
+from .categorical import CategoricalDiffusion, log_x0_with_unknown
 from .gaussian import GaussianDiffusion, batch_broadcast
 from .schedules import CosineSchedule
 
@@ -35,7 +35,8 @@ class JointState:
 
     image : (B, 3, H, W) float32, data in [-1, 1]
     distance : (B, 1, H, W) float32, data in [-1, 1] (distance map d in [0, 1] as 2d - 1)
-    label : (B, H, W) int64 in 0..K-1 (0 background)
+    label : (B, H, W) int64 in 0..K-1 (0 background); in training data also K, a nucleus pixel
+        of unknown class (diffusion/categorical.py, "Partial labels")
     """
 
     image: torch.Tensor
@@ -142,7 +143,7 @@ class JointDiffusion:
         """(x_t, eps_image, eps_distance): every modality noised to the same step ``t``."""
         eps_i = noise.randn(x0.image.shape, generator, x0.image.device)
         eps_d = noise.randn(x0.distance.shape, generator, x0.distance.device)
-        log_l0 = index_to_log_onehot(x0.label, self.num_classes)
+        log_l0, _ = log_x0_with_unknown(x0.label, self.num_classes)
         x_t = JointState(
             self.image.q_sample(x0.image, t, eps_i),
             self.distance.q_sample(x0.distance, t, eps_d),
@@ -160,7 +161,7 @@ class JointDiffusion:
         """
         x_t, eps_i, eps_d = self.q_sample(x0, t, generator)
         pred = model_fn(x_t, t)
-        log_l0 = index_to_log_onehot(x0.label, self.num_classes)
+        log_l0, unknown = log_x0_with_unknown(x0.label, self.num_classes)
 
         def gaussian_loss(process: GaussianDiffusion, raw: torch.Tensor, x: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
             per_sample = GaussianDiffusion.loss(raw, self._target(process, x, eps, t))
@@ -170,7 +171,8 @@ class JointDiffusion:
         out = {
             "image": gaussian_loss(self.image, pred.eps_image, x0.image, eps_i),
             "distance": gaussian_loss(self.distance, pred.eps_distance, x0.distance, eps_d),
-            "label": self.label.loss(log_l0, x_t.label, t, pred.log_x0_label.float(), ce_weight=self.weights.label_ce).mean(),
+            "label": self.label.loss(log_l0, x_t.label, t, pred.log_x0_label.float(), ce_weight=self.weights.label_ce,
+                                     unknown=unknown).mean(),
         }
         w = self.weights
         out["total"] = w.image * out["image"] + w.distance * out["distance"] + w.label * out["label"]

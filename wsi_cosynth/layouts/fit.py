@@ -200,6 +200,10 @@ def fit_layout_model(
         raise CosynthError("cannot fit a layout model to an empty set of layouts")
     tax = layouts[0].taxonomy
     for lay in layouts:
+        if lay.unclassified.any():
+            # The model's marks are classes: a nucleus of unknown class has no mark to fit.
+            raise CosynthError(f"layout {lay.provenance.name!r}: {int(lay.unclassified.sum())} nuclei have no class; "
+                               "a layout model needs classified nuclei (map them to a class first)")
         if lay.taxonomy.names != tax.names:
             raise CosynthError(f"layout {lay.provenance.name!r} has classes {list(lay.taxonomy.names)}, "
                                f"expected {list(tax.names)} like the first layout")

@@ -8,7 +8,7 @@ JSON (``.json``)::
                   "size": [height, width],
                   "placement": {"x0", "y0", "scale"} | null,
                   "xy_tile": [[x, y], ...],          # tile pixels, float
-                  "classes": [id, ...]}]}            # ids 1..K of the taxonomy
+                  "classes": [id, ...]}]}            # ids 1..K of the taxonomy, 0 unclassified
 
 Parquet (``.parquet``): one row per nucleus with columns ``layout`` (name), ``x_tile``,
 ``y_tile``, ``class_id``, ``class_name``, ``height``, ``width``, ``tissue``, ``source``,
@@ -28,8 +28,10 @@ import numpy as np
 
 from ..atomic import atomic_path, write_text_atomic
 from ..errors import CosynthError, require_file
-from ..records import Layout, Provenance, SlidePlacement
+from ..records import UNCLASSIFIED, Layout, Provenance, SlidePlacement
 from ..taxonomy import Taxonomy
+
+UNCLASSIFIED_NAME = "unclassified"  # class_name of a nucleus of unknown class (class_id 0)
 
 FORMAT = "wsi-cosynth-layouts"
 VERSION = 1
@@ -79,7 +81,7 @@ def write_layouts(layouts: Sequence[Layout], path: str | Path) -> None:
             cols["x_tile"] += lay.xy_tile[:, 0].tolist()
             cols["y_tile"] += lay.xy_tile[:, 1].tolist()
             cols["class_id"] += lay.classes.tolist()
-            cols["class_name"] += [tax.names[c - 1] for c in lay.classes]
+            cols["class_name"] += [tax.names[c - 1] if c != UNCLASSIFIED else UNCLASSIFIED_NAME for c in lay.classes]
         else:
             for k in ("x_tile", "y_tile", "class_id", "class_name"):
                 cols[k].append(None)

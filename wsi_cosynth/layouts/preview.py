@@ -9,7 +9,9 @@ import numpy as np
 
 from ..atomic import atomic_path
 from ..errors import CosynthError
-from ..records import Layout
+from ..records import UNCLASSIFIED, Layout
+
+UNCLASSIFIED_COLOUR = (96, 96, 96)  # nuclei of unknown class: dark grey
 
 
 def render_layout(layout: Layout, *, radius_px: float = 3.0, background: int = 255) -> np.ndarray:
@@ -23,7 +25,7 @@ def render_layout(layout: Layout, *, radius_px: float = 3.0, background: int = 2
     for (x, y), c in zip(layout.xy_tile, layout.classes):
         r = np.clip(int(y) + dr, 0, h - 1)
         col = np.clip(int(x) + dc, 0, w - 1)
-        img[r, col] = layout.taxonomy.color_of(int(c))
+        img[r, col] = layout.taxonomy.color_of(int(c)) if c != UNCLASSIFIED else UNCLASSIFIED_COLOUR
     return img
 
 

@@ -84,6 +84,11 @@ class ModelConfig(_Frozen):
     rrdb_channels: int = Field(32, ge=4)
     rrdb_growth: int = Field(16, ge=4)
     text: TextConfig = TextConfig()
+    # Nuclei of unknown class (unclassified annotations such as MoNuSeg's): the point map gets an
+    # explicit unknown-class value (an extra input channel of the point encoder) and the label loss
+    # counts such a nucleus as "some nucleus class" (diffusion/categorical.py). False builds the
+    # network exactly as before the option existed, so older models load and sample unchanged.
+    unknown_class: bool = False
     # Latent image (None: the image is diffused in pixel space, as the paper): the joint
     # diffusion runs on this autoencoder's latent + the pixel-space label and distance map.
     image_latent: AutoencoderConfig | None = None
@@ -149,13 +154,23 @@ class TrainConfig(_Frozen):
     # crop_size (or tile_size), batch 2 x batch_size. Skipped when its weights are given.
     autoencoder_steps: int = Field(1300, ge=1)
     autoencoder_lr: float = Field(1e-3, gt=0)
+    # How several training sources share the batches (training/mixture.py): "sqrt": a source is
+    # drawn with probability proportional to the square root of its tile count (a large source
+    # still counts more, a small one is not drowned); "equal": every source alike; "tiles": every
+    # tile alike (sources in proportion to their size). Within a source, tiles are uniform; one
+    # source trains exactly as before the option existed.
+    source_balance: Literal["sqrt", "equal", "tiles"] = "sqrt"
 
 
 class SampleConfig(_Frozen):
     steps: int = Field(50, ge=1)
     guidance: float = 2.0
-    sampler: Literal["ddpm", "ddim"] = "ddim"
+    sampler: Literal["ddpm", "ddim", "dpmpp_2m", "dpmpp_2m_sde"] = "ddim"
     eta: float = Field(0.0, ge=0)
+    # Where the strided steps fall in 0..T-1 (diffusion/schedules.py: strided_timesteps).
+    spacing: Literal["linspace", "trailing"] = "linspace"
+    # The label's last step: a draw from the predicted x_0 ("sample") or its most likely class ("mode").
+    final_label: Literal["sample", "mode"] = "sample"
     # Noise levels t / (T - 1) at which classifier-free guidance is applied; the other steps take
     # the conditional prediction alone, one network pass instead of two (guidance in a limited
     # interval, Kynkaanniemi et al. 2024). (0, 1): every step, as the paper.

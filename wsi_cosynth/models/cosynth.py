@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import contextlib
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -15,12 +16,13 @@ from ..diffusion.joint import JointDiffusion, JointPrediction, JointState, LossW
 from ..diffusion.samplers import sample_steps
 from ..diffusion.schedules import CosineSchedule, strided_timesteps
 from ..errors import CosynthError
-from ..records import Layout
+from ..records import UNCLASSIFIED, Layout
 from ..taxonomy import Taxonomy, normalise_name
 from .autoencoder import ImageAutoencoder
 from .config import CosynthConfig
-from .denoiser import Denoiser
-from .text import build_prompt, build_text_encoder
+from .denoiser import Denoiser, unknown_class_id
+from .text import (UNCLASSIFIED_WORD, TissuePromptWarning, build_prompt, build_text_encoder, prompt_class_names,
+                   prompt_tissue, tissue_prompt_note)
 
 
 @dataclass(frozen=True)
@@ -63,7 +65,8 @@ class CosynthModel(nn.Module):
         self.taxonomy = taxonomy
         self.mpp = mpp
         self.tile_size = int(tile_size or config.train.tile_size)
-        encoder = text_encoder if text_encoder is not None else build_text_encoder(config.model.text, list(taxonomy.names))
+        encoder = text_encoder if text_encoder is not None else build_text_encoder(
+            config.model.text, prompt_class_names(list(taxonomy.names), unknown_class=config.model.unknown_class))
         if isinstance(encoder, nn.Module):
             self.text_encoder = encoder  # trainable: its weights are part of the checkpoint
         else:
@@ -75,6 +78,15 @@ class CosynthModel(nn.Module):
         self.autoencoder: ImageAutoencoder | None = None
         if config.model.image_latent is not None:
             self.autoencoder = ImageAutoencoder(config.model.image_latent).requires_grad_(False)
+        # The tissue words of the training prompts (from the checkpoint's data summary; None: not
+        # recorded), and the tissues already warned about (once each per model).
+        self.trained_tissues: set[str] | None = None
+        self._noted_tissues: set[str] = set()
+
+    @property
+    def supports_unknown_class(self) -> bool:
+        """Whether layouts may hold nuclei of unknown class (``records.UNCLASSIFIED``)."""
+        return self.config.model.unknown_class
 
     @property
     def text_encoder_id(self) -> str:
@@ -110,6 +122,11 @@ class CosynthModel(nn.Module):
         names = tuple(normalise_name(n) for n in self.taxonomy.names)
         for lay in layouts:
             where = f"layout {lay.provenance.name!r}"
+            if not self.supports_unknown_class and lay.unclassified.any():
+                raise CosynthError(
+                    f"{where}: {int(lay.unclassified.sum())} nuclei have no class, and this model "
+                    f"(classes {', '.join(self.taxonomy.names)}) has no unknown class: give them one of its classes "
+                    "(--default-class NAME)")
             if tuple(normalise_name(n) for n in lay.taxonomy.names) != names:
                 raise CosynthError(
                     f"{where}: taxonomy {lay.taxonomy.key!r} ({', '.join(lay.taxonomy.names)}) differs from the model's "
@@ -118,12 +135,39 @@ class CosynthModel(nn.Module):
             if tuple(lay.size) != (self.tile_size, self.tile_size):
                 raise CosynthError(f"{where}: tile size {lay.size} but the model makes {self.tile_size}x{self.tile_size} tiles")
 
+    def tissue_note(self, tissue: str | None) -> str | None:
+        """What embedding a prompt for ``tissue`` gets when this model did not train on the word
+        (:func:`~wsi_cosynth.models.text.tissue_prompt_note`); None when it did."""
+        vocabulary = getattr(self.text_encoder, "index", None)
+        return tissue_prompt_note(tissue, encoder_id=self.text_encoder_id,
+                                  vocabulary=set(vocabulary) if vocabulary is not None else None,
+                                  trained_tissues=self.trained_tissues)
+
+    def _warn_untrained_tissues(self, layouts: list[Layout]) -> None:
+        for tissue in dict.fromkeys(prompt_tissue(lay.tissue) for lay in layouts):
+            if tissue not in self._noted_tissues:
+                self._noted_tissues.add(tissue)
+                note = self.tissue_note(tissue)
+                if note is not None:
+                    warnings.warn(note, TissuePromptWarning, stacklevel=3)
+
     def prompts_for(self, layouts: list[Layout], generator: torch.Generator) -> list[str]:
+        """The prompt of each layout: its tissue and the classes of its nuclei (nuclei of unknown
+        class as the word ``unclassified``), shuffled with ``generator``."""
+        self._warn_untrained_tissues(layouts)
         prompts = []
         for lay in layouts:
-            present = [self.taxonomy.name_of(c) for c in sorted(set(int(c) for c in lay.classes))]
+            present = [UNCLASSIFIED_WORD if c == UNCLASSIFIED else self.taxonomy.name_of(c)
+                       for c in sorted(set(int(c) for c in lay.classes))]
             prompts.append(build_prompt(lay.tissue, present, generator))
         return prompts
+
+    def point_map(self, layout: Layout) -> np.ndarray:
+        """(S, S) int64 point map of a layout: class ids, nuclei of unknown class as K + 1."""
+        from ..layouts import rasterize_points
+
+        classes = np.where(layout.unclassified, unknown_class_id(self.taxonomy.n_classes), layout.classes)
+        return rasterize_points(layout.xy_tile, classes, (self.tile_size, self.tile_size))
 
     @torch.no_grad()
     def sample(
@@ -138,18 +182,21 @@ class CosynthModel(nn.Module):
         device: torch.device | str | None = None,
         callback=None,
         guidance_interval: tuple[float, float] | None = None,
+        spacing: str | None = None,
+        final_label: str | None = None,
     ) -> list[SampleOutput]:
         """Co-synthesise image, semantic label and distance map for each layout (one batch).
 
-        ``steps`` < T uses the strided sampler (``sampler`` "ddim" with ``eta`` or "ddpm");
+        ``steps`` < T uses the strided sampler (``sampler`` "ddpm", "ddim" with ``eta``, "dpmpp_2m" or
+        "dpmpp_2m_sde"; ``spacing`` "linspace" or "trailing" places the steps; ``final_label`` "sample" or
+        "mode": the label's last step draws from its x_0 prediction or takes the most likely class);
         ``guidance`` is the classifier-free scale w (1 = conditional only, no extra pass), applied
         at the steps whose t / (T - 1) lies in ``guidance_interval``. Each setting left None is
         the model's own (its config's ``sample`` section, chosen for it by measurement).
         """
-        from ..layouts import rasterize_points
-
         settings = self.config.sample.with_overrides(steps=steps, guidance=guidance, sampler=sampler, eta=eta,
-                                                     guidance_interval=guidance_interval)
+                                                     guidance_interval=guidance_interval, spacing=spacing,
+                                                     final_label=final_label)
         if not layouts:
             return []
         self._check_layouts(layouts)
@@ -158,9 +205,7 @@ class CosynthModel(nn.Module):
             self.to(device)
         self.eval()
         b, s = len(layouts), self.tile_size
-        points = torch.stack([
-            torch.as_tensor(rasterize_points(l.xy_tile, l.classes, (s, s)), dtype=torch.long) for l in layouts
-        ]).to(device)
+        points = torch.stack([torch.as_tensor(self.point_map(lay), dtype=torch.long) for lay in layouts]).to(device)
         prompts = self.prompts_for(layouts, generator)
         ones = torch.ones(b, dtype=torch.bool)
         autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
@@ -185,14 +230,44 @@ class CosynthModel(nn.Module):
                     c, u = self.denoiser(x_t, t.repeat(2), text2, feats2, repeats=2).chunk(2)
                     return to_eps(combine_guidance(c, u, settings.guidance), x_t, t)
 
-            timesteps = strided_timesteps(self.process.num_steps, settings.steps)
+            timesteps = strided_timesteps(self.process.num_steps, settings.steps, settings.spacing)
             ae = self.autoencoder
             image_shape = None if ae is None else (ae.latent_channels, s // ae.factor, s // ae.factor)
             x = sample_steps(model_fn, (b, s, s), self.process, timesteps=timesteps, method=settings.sampler, eta=settings.eta,
-                             generator=generator, device=device, callback=callback, image_shape=image_shape)
+                             generator=generator, device=device, callback=callback, image_shape=image_shape,
+                             final_label=settings.final_label)
             if ae is not None:
                 x = JointState(ae.decode(x.image.float()), x.distance, x.label)
         image = ((x.image.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
         dist = ((x.distance.float().clamp(-1, 1) + 1) / 2)[:, 0].cpu().numpy().astype(np.float32)
         sem = x.label.long().cpu().numpy()
         return [SampleOutput(image[i], sem[i], dist[i], prompts[i]) for i in range(b)]
+
+    # ------------------------------------------------- windows of a larger canvas (pipeline/region.py)
+    def window_prediction(
+        self,
+        x_t: JointState,
+        t: torch.Tensor,
+        point_features: torch.Tensor,
+        text: torch.Tensor,
+        null_text: torch.Tensor,
+        *,
+        guidance: float,
+        guidance_interval: tuple[float, float],
+    ) -> JointPrediction:
+        """The samplers' prediction (noise for image and distance, log x0 for the label) for a batch
+        of windows cut from one larger canvas, each with its own conditions.
+
+        ``x_t``: (B, ...) window states at the steps ``t`` (B,) (one shared step); ``point_features``
+        (B, C, s/f, s/f) from :meth:`Denoiser.encode_points`; ``text`` and ``null_text`` (B, D) from
+        :meth:`encode_text` with keep True and False. Guidance as in :meth:`sample`: scale
+        ``guidance`` at the steps whose t / (T - 1) lies in ``guidance_interval``, both passes
+        as one batched forward.
+        """
+        lo, hi = guidance_interval
+        to_eps = self.process.to_eps
+        if guidance == 1.0 or not lo <= int(t[0]) / (self.process.num_steps - 1) <= hi:
+            return to_eps(self.denoiser(x_t, t, text, point_features), x_t, t)
+        c, u = self.denoiser(x_t, t.repeat(2), torch.cat([text, null_text]), torch.cat([point_features, point_features]),
+                             repeats=2).chunk(2)
+        return to_eps(combine_guidance(c, u, guidance), x_t, t)

@@ -26,9 +26,16 @@ from .rrdb import PointEncoder
 from .unet import UNetBody, timestep_embedding
 
 
-def point_map_channels(points: torch.Tensor, n_classes: int) -> torch.Tensor:
-    """(B, H, W) int64 point map (0 = no nucleus, k = a class-k centroid) -> (B, n_classes, H, W) float."""
-    onehot = F.one_hot(points.long(), n_classes + 1).permute(0, 3, 1, 2).float()
+def unknown_class_id(n_classes: int) -> int:
+    """The value of a nucleus of unknown class in a model's point map and label target: K + 1,
+    one past the last class (0 is background / no point)."""
+    return n_classes + 1
+
+
+def point_map_channels(points: torch.Tensor, n_classes: int, *, unknown: bool = False) -> torch.Tensor:
+    """(B, H, W) int64 point map (0 = no nucleus, k = a class-k centroid, and with ``unknown``
+    K + 1 = a centroid of unknown class) -> (B, K (+ 1), H, W) float one-hot, background dropped."""
+    onehot = F.one_hot(points.long(), n_classes + 1 + int(unknown)).permute(0, 3, 1, 2).float()
     return onehot[:, 1:]
 
 
@@ -53,7 +60,8 @@ class Denoiser(nn.Module):
         # Stands for "no text" when the prompt is dropped (training) or for the unconditional pass.
         self.null_text = nn.Parameter(torch.zeros(text_dim))
         self.stem = nn.Conv2d(in_ch, ch, 3, padding=1)
-        self.points = PointEncoder(n_classes * f * f, ch, channels=config.rrdb_channels,
+        self.point_channels = n_classes + int(config.unknown_class)
+        self.points = PointEncoder(self.point_channels * f * f, ch, channels=config.rrdb_channels,
                                    growth=config.rrdb_growth, num_blocks=config.rrdb_blocks)
         self.body = UNetBody(
             channels=ch, channel_mults=config.channel_mults, num_res_blocks=config.num_res_blocks,
@@ -72,8 +80,9 @@ class Denoiser(nn.Module):
             )
 
     def encode_points(self, points: torch.Tensor) -> torch.Tensor:
-        """(B, H, W) int64 point map -> (B, channels, H/f, W/f) features; computed once per sample."""
-        x = point_map_channels(points, self.n_classes)
+        """(B, H, W) int64 point map (see :func:`point_map_channels`) -> (B, channels, H/f, W/f)
+        features; computed once per sample."""
+        x = point_map_channels(points, self.n_classes, unknown=self.config.unknown_class)
         return self.points(F.pixel_unshuffle(x, self.unshuffle))
 
     def text_condition(self, text: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:

@@ -11,6 +11,11 @@ Encoders map a list of prompts to a (B, D) float32 tensor:
   mean-pooled and L2-normalised, 384-d, frozen.
 - ``clip``: a CLIP/PLIP text tower from a local directory (``CLIPTextModel`` pooled output), frozen.
 Frozen encoders keep a per-prompt cache: a prompt is encoded once per process.
+
+A tissue word the model did not train on is never used silently: :func:`tissue_prompt_note`
+says what embedding its prompt then gets (the learned encoder's unknown-word token, a learned
+word embedding training never updated, or a frozen encoder's embedding of a word the model never
+learnt to follow), and the model warns with it once (:class:`TissuePromptWarning`).
 """
 
 from __future__ import annotations
@@ -27,6 +32,13 @@ from .config import TextConfig
 
 TEMPLATE = "high-quality histopathology {tissue} tissue image including nuclei types of {classes}"
 TEMPLATE_EMPTY = "high-quality histopathology {tissue} tissue image with no nucleus"
+# The class word of nuclei of unknown class in prompts (models with ``model.unknown_class``).
+UNCLASSIFIED_WORD = "unclassified"
+UNKNOWN_TISSUE = "unknown"  # the tissue word of a tile whose tissue type is not given
+
+
+class TissuePromptWarning(UserWarning):
+    """A prompt's tissue word is one the model did not train on (see :func:`tissue_prompt_note`)."""
 
 
 def build_prompt(tissue: str | None, class_names: list[str], generator: torch.Generator | None) -> str:
@@ -35,7 +47,7 @@ def build_prompt(tissue: str | None, class_names: list[str], generator: torch.Ge
     The names are shuffled with ``generator`` (a torch.Generator; None keeps the given order), as
     in the authors' release, so the model does not learn an order.
     """
-    tissue = (tissue or "unknown").strip().lower()
+    tissue = prompt_tissue(tissue)
     names = list(dict.fromkeys(n.strip().lower() for n in class_names))
     if not names:
         return TEMPLATE_EMPTY.format(tissue=tissue)
@@ -43,6 +55,47 @@ def build_prompt(tissue: str | None, class_names: list[str], generator: torch.Ge
         order = torch.randperm(len(names), generator=generator, device=generator.device).tolist()
         names = [names[i] for i in order]
     return TEMPLATE.format(tissue=tissue, classes=", ".join(names))
+
+
+def prompt_tissue(tissue: str | None) -> str:
+    """The tissue word as prompts spell it (lower case; ``unknown`` when not given)."""
+    return (tissue or UNKNOWN_TISSUE).strip().lower()
+
+
+def prompt_class_names(class_names: list[str], *, unknown_class: bool) -> list[str]:
+    """The class words a model's prompts can contain: its taxonomy's names, and the word for
+    nuclei of unknown class when the model has them."""
+    return [*class_names, UNCLASSIFIED_WORD] if unknown_class else list(class_names)
+
+
+def tissue_prompt_note(
+    tissue: str | None,
+    *,
+    encoder_id: str,
+    vocabulary: set[str] | None,
+    trained_tissues: set[str] | None,
+) -> str | None:
+    """What embedding a prompt for ``tissue`` gets when the model did not train on that word;
+    None when it did (or when nothing is known about its training and its encoder reads any word).
+
+    ``vocabulary``: the learned encoder's words (None for a frozen encoder, which embeds any
+    word); ``trained_tissues``: the tissue words of the model's training prompts (None: not
+    recorded).
+    """
+    word = prompt_tissue(tissue)
+    trained = f" (trained on: {', '.join(sorted(trained_tissues)) or 'none recorded'})" if trained_tissues is not None else ""
+    if vocabulary is not None:
+        missing = [w for w in tokenize_words(word) if w not in vocabulary]
+        if missing:
+            return (f"tissue {word!r} is not in the model's prompt vocabulary{trained}: its prompt embeds "
+                    f"{', '.join(repr(w) for w in missing)} as the unknown-word token <unk>")
+    if trained_tissues is None or word in trained_tissues:
+        return None
+    if vocabulary is not None:
+        return (f"tissue {word!r} was never in the model's training prompts{trained}: its prompt uses the "
+                f"learned embedding of {word!r}, which training never updated from its random start")
+    return (f"tissue {word!r} was never in the model's training prompts{trained}: its prompt uses the "
+            f"{encoder_id} embedding of {word!r}, which the model never learnt to follow")
 
 
 def tokenize_words(text: str) -> list[str]:

@@ -12,16 +12,19 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from ..colour import ColourStats
 from ..errors import CosynthError
 from ..records import Layout
 
 
 @dataclass(frozen=True)
 class SynthesisJob:
-    """One sample: ``key`` names the output tile (unique in the run, no '-')."""
+    """One sample: ``key`` names the output tile (unique in the run, no '-'); ``colour``: the
+    colour statistics of the real tile it stands for, to match its image to (wsi_cosynth/colour.py)."""
 
     key: str
     layout: Layout
+    colour: ColourStats | None = None
 
 
 @dataclass(frozen=True)
@@ -33,8 +36,10 @@ class Batch:
     jobs: tuple[SynthesisJob, ...]
 
 
-def plan_jobs(layouts: list[Layout], per_layout: int) -> list[SynthesisJob]:
-    """``per_layout`` jobs per layout, keyed ``<layout name>_s<k>``, in layout order."""
+def plan_jobs(layouts: list[Layout], per_layout: int,
+              colours: dict[str, ColourStats] | None = None) -> list[SynthesisJob]:
+    """``per_layout`` jobs per layout, keyed ``<layout name>_s<k>``, in layout order; ``colours``:
+    colour references by layout name (layouts without one are not colour-matched)."""
     if per_layout < 1:
         raise CosynthError(f"--per-layout must be >= 1, got {per_layout}")
     names = [lay.provenance.name for lay in layouts]
@@ -45,7 +50,8 @@ def plan_jobs(layouts: list[Layout], per_layout: int) -> list[SynthesisJob]:
         for k in range(per_layout):
             key = f"{lay.provenance.name}_s{k}"
             provenance = replace(lay.provenance, name=key)
-            jobs.append(SynthesisJob(key, replace(lay, provenance=provenance)))
+            jobs.append(SynthesisJob(key, replace(lay, provenance=provenance),
+                                     (colours or {}).get(lay.provenance.name)))
     return jobs
 
 

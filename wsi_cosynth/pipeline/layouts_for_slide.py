@@ -17,7 +17,7 @@ import numpy as np
 
 from ..errors import CosynthError
 from ..records import Layout
-from ..taxonomy import Taxonomy, class_mapping
+from ..taxonomy import Taxonomy, class_mapping, is_unclassified, with_default_class
 from .planning import SlidePlan, class_lookup, tile_layout
 
 LayoutSource = Literal["auto", "annotations", "resample"]
@@ -44,9 +44,10 @@ def resolve_layout_source(source: str, plan: SlidePlan) -> Literal["annotations"
 
 
 def annotated_layouts(plan: SlidePlan, taxonomy: Taxonomy, class_map: dict[str, str] | None,
-                      max_tiles: int | None) -> list[Layout]:
-    """One layout per tissue tile from the slide's annotated nuclei (no pixels are read)."""
-    lookup = class_lookup(plan.annotations, taxonomy, class_map)
+                      max_tiles: int | None, *, unclassified: bool = False) -> list[Layout]:
+    """One layout per tissue tile from the slide's annotated nuclei (no pixels are read).
+    ``unclassified``: nuclei without a class stay unclassified (a model with an unknown class)."""
+    lookup = class_lookup(plan.annotations, taxonomy, class_map, unclassified=unclassified)
     layouts = []
     for pos in plan.positions():
         if max_tiles is not None and len(layouts) >= max_tiles:
@@ -88,3 +89,33 @@ def with_tissue(layouts: list[Layout], tissue: str | None) -> list[Layout]:
     """Give layouts without a tissue type the fallback ``tissue``."""
     return [lay if lay.tissue or not tissue else replace(lay, provenance=replace(lay.provenance, tissue=tissue))
             for lay in layouts]
+
+
+def choose_layouts(plan: SlidePlan, taxonomy: Taxonomy, *, layouts: str, layout_model: str | Path | None,
+                   class_map: dict[str, str] | None, default_class: str | None, max_tiles: int | None, seed: int,
+                   tissue: str | None, unknown_class: bool = False) -> tuple[list[Layout], list[str]]:
+    """The layouts of a planned slide in the model's ``taxonomy``, and the notes to report.
+
+    ``layouts`` is the layout source (see :func:`resolve_layout_source`); unclassified nuclei take
+    ``default_class``, or stay unclassified for a model with an ``unknown_class``; layouts without
+    a tissue type take ``tissue``. One slide's share of a synthetic export, alone or in a cohort.
+    """
+    class_map = with_default_class(class_map, default_class)
+    source = resolve_layout_source(layouts, plan)
+    if source == "annotations":
+        chosen = annotated_layouts(plan, taxonomy, class_map, max_tiles, unclassified=unknown_class)
+    else:
+        chosen = resampled_layouts(plan, taxonomy, class_map, max_tiles, layout_model=layout_model, seed=seed)
+    chosen = with_tissue(chosen, tissue)
+    notes = list(plan.warnings)
+    if default_class is not None and plan.annotations is not None and source == "annotations":
+        n_unclassified = sum(is_unclassified(str(c)) for c in plan.annotations.classes)
+        if n_unclassified:
+            notes.append(f"{n_unclassified} nuclei without a class were given class {default_class!r} (--default-class)")
+    elif unknown_class and source == "annotations":
+        n_unclassified = sum(int(lay.unclassified.sum()) for lay in chosen)
+        if n_unclassified:
+            notes.append(f"{n_unclassified} nuclei without a class are drawn as the model's unknown class")
+    if source == "resample":
+        notes.append(f"layouts resampled from the layout model ({len(chosen)} tiles)")
+    return chosen, notes

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import warnings
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -138,8 +138,12 @@ class SlidePlan:
         return image
 
     def provenance(self, pos: TilePosition) -> Provenance:
+        from ..slide.writer import is_synthetic_description
+
+        # A slide written by `wsi-cosynth synthesize` says so in its description: its tiles stay marked.
+        synthetic = is_synthetic_description(self.reader.properties.get("tiff.ImageDescription"))
         return Provenance(name=pos.name, source=str(self.reader.path), x_slide=float(pos.x_level0),
-                          y_slide=float(pos.y_level0), mpp=self.target_mpp, tissue=pos.tissue)
+                          y_slide=float(pos.y_level0), mpp=self.target_mpp, tissue=pos.tissue, synthetic=synthetic)
 
     def close(self) -> None:
         self.reader.close()
@@ -287,8 +291,9 @@ def _check_inside(reader: SlideReader, table: AnnotationTable, notes: list[str])
         notes.append(f"annotations {table.source}: {int(outside.sum())} of {len(c)} nuclei lie outside the slide and are ignored")
 
 
-def iter_slide_tiles(plan: SlidePlan, *, workers: int | None = None) -> Iterator[SlideTile]:
-    """Read the plan's tiles in row-major order, each with its nuclei.
+def iter_slide_tiles(plan: SlidePlan, *, workers: int | None = None,
+                     positions: Iterable[TilePosition] | None = None) -> Iterator[SlideTile]:
+    """Read the plan's tiles in row-major order (or those of ``positions``), each with its nuclei.
 
     Pixels are read by a bounded pool of ``workers`` threads (default :func:`read_workers`;
     1 reads in the calling thread), at most ``2 * workers`` tiles ahead of the consumer, so memory
@@ -300,12 +305,19 @@ def iter_slide_tiles(plan: SlidePlan, *, workers: int | None = None) -> Iterator
     if n < 1:
         raise CosynthError(f"workers must be a positive number of threads, got {workers!r}")
 
-    for pos, image in ordered_map(plan.read_tile, plan.positions(), workers=n, name="slide-read"):
+    wanted = plan.positions() if positions is None else positions
+    for pos, image in ordered_map(plan.read_tile, wanted, workers=n, name="slide-read"):
         yield SlideTile(position=pos, image=image, nuclei=plan.nuclei_of(pos))
 
 
-def class_lookup(table: AnnotationTable | None, taxonomy: Taxonomy, class_map: dict[str, str] | None) -> dict[str, int]:
-    """Class NAME -> id in ``taxonomy`` for every class in the table (unknown class: CosynthError)."""
+def class_lookup(table: AnnotationTable | None, taxonomy: Taxonomy, class_map: dict[str, str] | None, *,
+                 unclassified: bool = False) -> dict[str, int]:
+    """Class NAME -> id in ``taxonomy`` for every class in the table (unknown class: CosynthError).
+
+    ``unclassified``: nuclei without a class that the map and the taxonomy do not place become
+    :data:`~wsi_cosynth.records.UNCLASSIFIED` (for layouts of a model with an unknown class).
+    """
+    from ..records import UNCLASSIFIED
     from ..taxonomy import map_name
 
     if table is None:
@@ -317,6 +329,9 @@ def class_lookup(table: AnnotationTable | None, taxonomy: Taxonomy, class_map: d
         except CosynthError:
             if not is_unclassified(n):
                 raise
+            if unclassified:
+                lookup[n] = UNCLASSIFIED
+                continue
             raise CosynthError(
                 f"annotations {table.source}: nuclei have no class ({n!r}) and taxonomy {taxonomy.key!r} has no "
                 f"such class: give them one with --default-class NAME (one of {', '.join(taxonomy.names)})"
@@ -332,14 +347,21 @@ def infer_taxonomy(table: AnnotationTable | None, fmt: str | None = None) -> Tax
     """
     if table is None or not len(table):
         return get_taxonomy("pannuke" if str(fmt).lower() == "pannuke" else DEFAULT_TAXONOMY)
-    if all(is_unclassified(n) for n in table.class_names()):
+    return taxonomy_for_names(table.class_names(), f"annotations {table.source}")
+
+
+def taxonomy_for_names(class_names: Iterable[str], where: str) -> Taxonomy:
+    """The smallest built-in class set holding every name (see :func:`infer_taxonomy`); ``where``
+    names the source in the error raised when none does."""
+    given = sorted({str(n) for n in class_names})
+    if all(is_unclassified(n) for n in given):
         return get_taxonomy("nucleus")
-    names = {normalise_name(n) for n in table.class_names()}
+    names = {normalise_name(n) for n in given}
     fits = [t for t in BUILTIN.values() if names <= {normalise_name(n) for n in t.names}]
     if fits:
         return min(fits, key=lambda t: t.n_classes)
     raise CosynthError(
-        f"annotations {table.source} have classes {sorted(table.class_names())}, which no built-in taxonomy "
+        f"{where} have classes {given}, which no built-in taxonomy "
         f"holds exactly; choose one with --taxonomy ({', '.join(BUILTIN)}) and map names with --class-map"
     )
 

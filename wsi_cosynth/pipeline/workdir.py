@@ -29,6 +29,35 @@ from .jobs import Batch
 MANIFEST = "manifest.json"
 
 
+def write_with_digest(path: Path, data: bytes) -> None:
+    """Write ``data`` atomically, then its SHA-256 beside it (``<path>.sha256``): the file counts
+    as finished only once its digest is on disk."""
+    write_bytes_atomic(path, data)
+    write_text_atomic(_digest_path(path), hashlib.sha256(data).hexdigest() + "\n")
+
+
+def read_with_digest(path: Path) -> bytes | None:
+    """The bytes of a file written by :func:`write_with_digest`, or None when it is missing, has
+    no digest or does not match it (then both are removed, so the work is done again)."""
+    digest = _digest_path(path)
+    if not path.is_file():
+        return None
+    try:
+        data = path.read_bytes()
+        ok = digest.is_file() and digest.read_text().strip() == hashlib.sha256(data).hexdigest()
+    except (OSError, UnicodeDecodeError):
+        ok = False
+    if not ok:
+        path.unlink(missing_ok=True)
+        digest.unlink(missing_ok=True)
+        return None
+    return data
+
+
+def _digest_path(path: Path) -> Path:
+    return path.with_name(path.name.rsplit(".", 1)[0] + ".sha256")
+
+
 class WorkDir:
     """Finished batches of one run, on disk."""
 
@@ -58,25 +87,12 @@ class WorkDir:
     def _file(self, index: int) -> Path:
         return self.path / f"batch_{index:06d}.npz"
 
-    def _digest_file(self, index: int) -> Path:
-        return self.path / f"batch_{index:06d}.sha256"
-
     def is_done(self, batch: Batch) -> bool:
         """True when the batch file is there and matches the SHA-256 written after it.
 
         A damaged (or unchecked) batch file is removed, so a resumed run synthesises it again.
         """
-        path, digest = self._file(batch.index), self._digest_file(batch.index)
-        if not path.is_file():
-            return False
-        try:
-            ok = digest.is_file() and digest.read_text().strip() == hashlib.sha256(path.read_bytes()).hexdigest()
-        except (OSError, UnicodeDecodeError):
-            ok = False
-        if not ok:
-            path.unlink(missing_ok=True)
-            digest.unlink(missing_ok=True)
-        return ok
+        return read_with_digest(self._file(batch.index)) is not None
 
     def save(self, batch: Batch, tiles: list[LabelledTile]) -> None:
         arrays: dict[str, np.ndarray] = {}
@@ -89,10 +105,7 @@ class WorkDir:
             arrays[f"{i}_prompt"] = np.array(tile.extra.get("prompt", ""))
         buf = io.BytesIO()
         np.savez_compressed(buf, **arrays)
-        data = buf.getvalue()
-        write_bytes_atomic(self._file(batch.index), data)
-        # Written second: a batch counts as done only once its digest is on disk.
-        write_text_atomic(self._digest_file(batch.index), hashlib.sha256(data).hexdigest() + "\n")
+        write_with_digest(self._file(batch.index), buf.getvalue())
 
     def load(self, batch: Batch) -> list[LabelledTile]:
         path = self._file(batch.index)

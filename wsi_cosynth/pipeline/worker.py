@@ -2,12 +2,32 @@
 
 Runs in the calling process or inside a Dask worker process; the model is cached per process
 (and per device), so a worker pays the load once however many batches it gets.
+
+Every batch is sampled with the same number of torch intra-op threads, ``SamplingSpec.threads``
+(default :data:`DEFAULT_SAMPLING_THREADS`), set for the calling thread around the sampling. On
+CPU the result depends on it: oneDNN splits the channel sums of a convolution (here the 1 x 1
+ones) over the threads it is given, so another thread count adds in another order and, after
+the sampler's steps and the rounding to uint8, a few pixels move by one grey level. A Dask
+worker started with ``dask worker --nthreads 1`` runs torch on one thread (the nanny sets
+OMP_NUM_THREADS=1) while an in-process run used all cores, so their files differed; pinned, the
+same command gives the same files in-process, on a local cluster or on any external one (same
+CPU kind and torch build; GPU runs do not depend on it).
+
+A Dask nanny starts its worker with ``MALLOC_TRIM_THRESHOLD_=65536`` (to give freed memory back
+to the OS). Setting it also stops glibc from raising its mmap threshold, so every activation
+tensor above 128 KiB is mapped and zero-filled afresh: sampling took 1.8x the CPU time in such a
+worker (benchmarks/README.md, "Cohorts"). A synthesis task therefore sets the thresholds once
+per process to keep tensors up to 32 MiB in the heap (:func:`keep_tensors_in_heap`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import ctypes.util
 import os
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,6 +36,14 @@ from ..records import LabelledTile
 from .jobs import Batch
 
 _MODELS: dict[tuple[str, str, str], object] = {}
+# Torch intra-op threads per synthesis task unless --threads says otherwise: one, so that a
+# task gives the same numbers wherever it runs; in-process runs use the other cores by running
+# several tasks at once (execution.py), a cluster by running one task per worker thread.
+DEFAULT_SAMPLING_THREADS = 1
+# glibc mallopt parameters (malloc.h) and the values a synthesis worker sets (see the docstring).
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+_MMAP_THRESHOLD_BYTES, _TRIM_THRESHOLD_BYTES = 32 << 20, 128 << 20
+_HEAP_TUNED: list[bool] = []
 
 
 @dataclass(frozen=True)
@@ -32,6 +60,8 @@ class SamplingSpec:
     threads: int | None = None
     model_digest: str = ""  # part of the model cache key: new weights at the same path are reloaded
     guidance_interval: tuple[float, float] | None = None
+    spacing: str | None = None
+    final_label: str | None = None
 
 
 def gpu_index_for_worker(name: object, n_gpus: int) -> int:
@@ -79,31 +109,66 @@ def cached_model(path: str, device: str, digest: str = ""):
 
 def synthesize_batch(spec: SamplingSpec, batch: Batch) -> list[LabelledTile]:
     """Co-synthesise the batch's tiles with the model at ``spec.model_path`` (cached per process)."""
+    keep_tensors_in_heap()
+    device = resolve_device(spec.device)
+    model = cached_model(spec.model_path, device, spec.model_digest)
+    with intra_op_threads(spec.threads or DEFAULT_SAMPLING_THREADS):
+        return sample_tiles(model, batch, spec, device)
+
+
+def keep_tensors_in_heap() -> None:
+    """Undo the effect of ``MALLOC_TRIM_THRESHOLD_`` (set by Dask's nanny) on large allocations,
+    once per process: mmap threshold 32 MiB, trim threshold 128 MiB. Only where that variable is
+    set, and only with glibc (elsewhere there is no ``mallopt`` and nothing to undo)."""
+    if _HEAP_TUNED or "MALLOC_TRIM_THRESHOLD_" not in os.environ:
+        return
+    _HEAP_TUNED.append(True)
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_BYTES)
+        libc.mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD_BYTES)
+    except (OSError, AttributeError):
+        pass
+
+
+@contextlib.contextmanager
+def intra_op_threads(n: int) -> Iterator[None]:
+    """Run the body with ``n`` torch intra-op threads in the calling thread, then restore.
+
+    With torch's OpenMP backend the count is per calling thread, so concurrent tasks on several
+    Python threads (in-process) or Dask worker threads each get exactly ``n``.
+    """
     import torch
 
-    if spec.threads:
-        torch.set_num_threads(spec.threads)
-    device = resolve_device(spec.device)
-    return sample_tiles(cached_model(spec.model_path, device, spec.model_digest), batch, spec, device)
+    before = torch.get_num_threads()
+    torch.set_num_threads(int(n))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def sample_tiles(model, batch: Batch, spec: SamplingSpec, device: str) -> list[LabelledTile]:
     """Sample one batch with ``model`` and separate instances with the point-guided watershed."""
     import torch
 
+    from ..colour import match_colour
     from ..instances import separate_instances
 
     layouts = [job.layout for job in batch.jobs]
     generator = torch.Generator(device="cpu").manual_seed(batch.seed)
     samples = model.sample(layouts, steps=spec.steps, guidance=spec.guidance, sampler=spec.sampler,
-                           eta=spec.eta, generator=generator, device=device, guidance_interval=spec.guidance_interval)
+                           eta=spec.eta, generator=generator, device=device, guidance_interval=spec.guidance_interval,
+                           spacing=spec.spacing, final_label=spec.final_label)
     tiles = []
-    for layout, sample in zip(layouts, samples):
+    for job, layout, sample in zip(batch.jobs, layouts, samples):
         # Markers are the layout points: foreground blobs no point reaches are not nuclei of the layout.
         instances, classes = separate_instances(sample.distance, sample.semantic, layout.xy_tile, layout.classes,
                                                 unmarked="drop")
+        # The slide's own look: the image takes the colour of the real tile it stands for.
+        image = sample.image if job.colour is None else match_colour(sample.image, job.colour)
         tiles.append(LabelledTile(
-            image=sample.image, instances=instances, classes=classes, taxonomy=layout.taxonomy,
+            image=image, instances=instances, classes=classes, taxonomy=layout.taxonomy,
             provenance=layout.provenance, distance=sample.distance, placement=layout.placement,
             extra={"prompt": sample.prompt, "semantic": sample.semantic.astype(np.int16)},
         ))

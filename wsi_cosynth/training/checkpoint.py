@@ -96,6 +96,22 @@ def read_metadata(path: str | Path) -> dict:
     return meta
 
 
+def trained_tissues(meta: dict) -> set[str] | None:
+    """The tissue words of a checkpoint's training prompts, from its data summary: ``tissues``
+    (recorded since multi-source training), else the single ``tissue`` of older checkpoints;
+    None when neither is recorded."""
+    from ..models.text import prompt_tissue
+
+    data = meta.get("data")
+    if not isinstance(data, dict):
+        return None
+    if isinstance(data.get("tissues"), list):
+        return {prompt_tissue(str(t)) for t in data["tissues"]}
+    if isinstance(data.get("tissue"), str):
+        return {prompt_tissue(data["tissue"])}
+    return None
+
+
 def _check_weights_fit(config: CosynthConfig, taxonomy: Taxonomy, meta: dict, meta_path: Path,
                        weights_path: Path, text_encoder) -> None:
     """Build the recorded network on torch's meta device (no memory) and compare its tensor
@@ -161,10 +177,11 @@ def load_model(
         raise CosynthError(
             f"model {meta_path}: uses text encoder {meta['text_encoder']!r}, but {expect_text_encoder!r} was requested"
         )
-    from ..models.text import build_text_encoder
+    from ..models.text import build_text_encoder, prompt_class_names
 
     # A trainable (learned) encoder is rebuilt with the network; a frozen pretrained one is shared.
-    encoder = build_text_encoder(config.model.text, list(taxonomy.names))
+    encoder = build_text_encoder(config.model.text,
+                                 prompt_class_names(list(taxonomy.names), unknown_class=config.model.unknown_class))
     _check_weights_fit(config, taxonomy, meta, meta_path, weights_path, encoder)
     model = CosynthModel(config, taxonomy, mpp=meta.get("mpp"), tile_size=int(meta["tile_size"]),
                          text_encoder=None if isinstance(encoder, torch.nn.Module) else encoder)
@@ -196,4 +213,5 @@ def load_model(
         raise CosynthError(f"model weights {weights_path}: {bad} holds NaN or infinite values (a damaged checkpoint)")
     model.load_state_dict(state)
     model.meta = meta  # type: ignore[attr-defined]
+    model.trained_tissues = trained_tissues(meta)
     return model.to(device).eval()

@@ -4,7 +4,8 @@ one gather per map cuts every example's crop and D4 symmetry at once.
 :class:`TileDataset` builds each example in Python on the CPU (crop, rotation, flip, conversion):
 fine for CPU training at batch 8, but at the batch sizes a GPU wants the CPU would feed it far
 slower than it trains. :class:`DeviceTileDataset` draws the same examples (tile uniform with
-replacement, crop offset uniform, symmetry uniform in 0..7, the same prompt and text-drop rule),
+replacement, uniformly or by the dataset's weights, crop offset uniform, symmetry uniform in
+0..7, the same prompt and text-drop rule),
 though not the same random sequence, and returns a :class:`~.dataset.Batch` whose tensors are
 already on the device (the training loop's ``.to(device)`` is then a no-op).
 """
@@ -80,7 +81,7 @@ class DeviceTileDataset:
 
     def batch(self, batch_size: int, rng: np.random.Generator) -> Batch:
         s, base = self.tile_size, self.base
-        idx = rng.integers(0, len(self), size=batch_size)
+        idx = base.draw_tiles(batch_size, rng)
         h, w = self.shapes[idx, 0], self.shapes[idx, 1]
         if base.augment:
             r0 = (rng.random(batch_size) * (h - s + 1)).astype(np.int64)
@@ -93,7 +94,7 @@ class DeviceTileDataset:
         for i, r, c in zip(idx, r0, c0):
             rr, cc, cls = self.point_rc[i]
             inside = (rr >= r) & (rr < r + s) & (cc >= c) & (cc < c + s)
-            names = [self.taxonomy.name_of(int(v)) for v in np.unique(cls[inside])]
+            names = [base.class_word(int(v)) for v in np.unique(cls[inside])]
             g = torch.Generator().manual_seed(int(rng.integers(0, 2**62)))
             prompts.append(build_prompt(base.tissues[i], names, g))
             keep.append(bool(rng.random() >= base.text_drop_prob))

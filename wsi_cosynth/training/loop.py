@@ -31,6 +31,7 @@ from ..models.full_res import FullResolutionPath
 from ..taxonomy import Taxonomy
 from .checkpoint import read_metadata, save_checkpoint
 from .dataset import TileDataset
+from .sources import data_name
 from .validation import validation_losses
 
 TRAINER_STATE = "trainer.pt"
@@ -86,6 +87,10 @@ def _initial_weights(path: str | Path, model: CosynthModel) -> dict[str, torch.T
         state = load_file(str(weights))
     except (SafetensorError, OSError, ValueError) as exc:
         raise CosynthError(f"--init-from: {weights} is not a readable weights file ({exc})") from None
+    from .unknown_init import add_unknown_class, lacks_unknown_class
+
+    if lacks_unknown_class(state, model):  # e.g. the bundled model, for a multi-organ model with unclassified sources
+        state = add_unknown_class(state, model)
     expected = model.state_dict()
     if model.autoencoder is not None and not _holds_autoencoder(state):
         return state  # a pixel-space model for a latent one: checked and mapped by _latent_from_pixel
@@ -257,7 +262,7 @@ def train(
             model.load_state_dict(init)
         ema.shadow = {k: v.detach().clone().float().to(device) for k, v in model.state_dict().items()}
     summary = {**(data_summary or {}), **dataset.summary(),
-               **({"initialised_from": str(init_from)} if init_from is not None and ckpt is None else {})}
+               **({"initialised_from": data_name(init_from)} if init_from is not None and ckpt is None else {})}
     out.mkdir(parents=True, exist_ok=True)
     _trim_log(out / "loss.jsonl", step)
     _trim_log(out / "validation.jsonl", step)

@@ -41,6 +41,23 @@ def _check_holdout(holdout: set[str], held: set[str], where: str) -> None:
         raise CosynthError(f"--holdout-images: no tiles from {sorted(holdout - held)} in {where}")
 
 
+def data_name(path: str | Path) -> str:
+    """How a model records a data directory or file: its last two path parts (``consep/train``),
+    a name that says which data it was, never where it lay on a machine."""
+    parts = Path(path).resolve().parts
+    return "/".join(parts[-2:]) if len(parts) >= 2 else Path(path).name
+
+
+def _own_taxonomy(table) -> Taxonomy:
+    """The smallest built-in set holding the table's class names, else a set of those names."""
+    from ..pipeline.planning import infer_taxonomy
+
+    try:
+        return infer_taxonomy(table)
+    except CosynthError:
+        return Taxonomy.from_names("annotations", sorted(table.class_names()))
+
+
 def tiles_from_dataset(
     path: str | Path,
     fmt: str,
@@ -49,11 +66,13 @@ def tiles_from_dataset(
     class_map: dict[str, str] | None = None,
     holdout: Sequence[str] = (),
     mpp: float | None = None,
+    all_held_out_here: bool = True,
 ) -> TrainingTiles:
     """Every tile of a dataset directory except those of the held-out source images.
 
     ``mpp`` is the data's resolution when the reader does not record it; a dataset whose tiles
-    state no resolution, or several, needs it.
+    state no resolution, or several, needs it. ``all_held_out_here``: every ``holdout`` image
+    must be in this dataset (False when several sources share one hold-out list).
     """
     from ..exporters import read_dataset
 
@@ -68,7 +87,8 @@ def tiles_from_dataset(
             continue
         tiles.append(tile)
         mpps.add(tile.provenance.mpp)
-    _check_holdout(wanted, held, str(data))
+    if all_held_out_here:
+        _check_holdout(wanted, held, str(data))
     if not tiles:
         raise CosynthError(f"no training tiles read from {data} (format {fmt})")
     if mpp is None:
@@ -76,7 +96,7 @@ def tiles_from_dataset(
         if len(known) != 1:
             raise CosynthError(f"the tiles in {data} do not state one resolution ({sorted(known) or 'none'}); pass --mpp")
         mpp = known.pop()
-    summary = {"path": str(data.resolve()), "format": fmt, "holdout_images": sorted(held), "mpp": mpp}
+    summary = {"data": data_name(data), "format": fmt, "holdout_images": sorted(held), "mpp": mpp}
     return TrainingTiles(tiles=tiles, held_out=sorted(held), mpp=float(mpp), summary=summary, validation=validation)
 
 
@@ -91,6 +111,8 @@ def tiles_from_slides(
     holdout: Sequence[str] = (),
     tissue: str | None = None,
     min_nuclei: int = 1,
+    all_held_out_here: bool = True,
+    own_classes: bool = False,
     **plan_options,
 ) -> TrainingTiles:
     """The annotated tissue tiles of whole slides, read at ``mpp`` in ``tile_size`` px tiles.
@@ -102,6 +124,9 @@ def tiles_from_slides(
     ``taxonomy`` or the smallest built-in set holding the first slide's class names; every slide's
     names are mapped into it (unknown names are an error). ``plan_options`` go to
     :func:`~wsi_cosynth.pipeline.planning.plan_slide` (stride, min_tissue, slide_mpp, ...).
+    ``all_held_out_here`` as in :func:`tiles_from_dataset`. ``own_classes``: without
+    ``taxonomy``, a first slide whose class names no built-in set holds keeps its own names (the
+    caller maps them by name later) instead of being an error.
     """
     from ..pipeline.planning import class_lookup, infer_taxonomy, iter_slide_tiles, labelled_tile, plan_slide, safe_stem
 
@@ -124,7 +149,7 @@ def tiles_from_slides(
             if table.point_only:
                 raise CosynthError(f"annotations {table.source} hold only points: training needs nuclei outlines")
             if tax is None:
-                tax = infer_taxonomy(table)
+                tax = _own_taxonomy(table) if own_classes else infer_taxonomy(table)
             lookup = class_lookup(table, tax, class_map)
             kept = skipped = 0
             for tile in iter_slide_tiles(plan):
@@ -136,9 +161,10 @@ def tiles_from_slides(
                 kept += 1
             if is_held_out:
                 held.add(plan.stem)
-            per_slide.append({"slide": str(Path(slide).resolve()), "annotations": table.source, "tiles": kept,
+            per_slide.append({"slide": Path(slide).name, "annotations": Path(str(table.source)).name, "tiles": kept,
                               "skipped_tiles_with_few_nuclei": skipped, "held_out": is_held_out})
-    _check_holdout(wanted, held, "the slides")
+    if all_held_out_here:
+        _check_holdout(wanted, held, "the slides")
     if not tiles:
         raise CosynthError(f"no tile of the slides has >= {min_nuclei} annotated nuclei at {tile_size} px x {mpp:g} um/px")
     summary = {"format": "slides", "slides": per_slide, "holdout_images": sorted(held), "mpp": mpp,

@@ -15,9 +15,12 @@ from ..models.cosynth import CosynthModel
 from .dataset import TileDataset
 
 
-def validation_set(tiles, *, taxonomy, tile_size: int, tissue: str | None) -> TileDataset:
-    """The held-out tiles as a dataset for :func:`validation_losses` (prompts never dropped)."""
-    return TileDataset(tiles, taxonomy=taxonomy, tile_size=tile_size, tissue=tissue, text_drop_prob=0.0)
+def validation_set(tiles, *, taxonomy, tile_size: int, tissue: str | None,
+                   class_luts: dict[tuple[str, ...], np.ndarray] | None = None) -> TileDataset:
+    """The held-out tiles as a dataset for :func:`validation_losses` (prompts never dropped;
+    ``class_luts`` as in :class:`TileDataset`, for tiles of several sources)."""
+    return TileDataset(tiles, taxonomy=taxonomy, tile_size=tile_size, tissue=tissue, text_drop_prob=0.0,
+                       class_luts=class_luts)
 
 
 @torch.no_grad()

@@ -1,0 +1,228 @@
+"""How well a model's tiles stand for slides of other organs: KID/FID and colour, with and without
+colour matching to the real tile each layout came from.
+
+Held-out images: one MoNuSeg image per organ (``HELD_OUT``: the first of each organ in
+``organs.csv``; hold them out when training a multi-organ model). Each image is tiled at 0.25
+um/px in 256 px tiles (stride 256, row-major, the first ``--tiles-per-image``); each tile's
+annotated nuclei are its layout, the organ word its tissue prompt. MoNuSeg nuclei have no class:
+a model with an unknown class (``model.unknown_class``) gets them as unclassified points, any
+other model as its class ``other`` (what ``export --default-class other`` does).
+
+One synthesis per prompt, then three looks of the same synthetic tiles:
+
+- ``none``: as sampled;
+- ``tile``: Reinhard-matched in CIELAB to the real tile the layout came from (wsi_cosynth/colour.py);
+- ``slide``: matched to the statistics of all the chosen real tiles of that image (a slide region).
+
+Figures: KID and FID of all synthetic tiles against the real tiles (n = images x tiles per
+image; KID over 100 subsets of 3/4 of the set); the mean colour difference (CIE 1976 Delta E*ab
+between mean tissue colours) between each image's synthetic and real tiles, averaged over images.
+Floors, real against real: colour between two halves of one image (alternate tiles) and between
+two different images; KID/FID between the held-out images' tiles and a second image per organ
+(same n). Note that ``tile`` matching moves each synthetic tile's mean to its real tile's, so its
+colour difference is near zero by construction; its KID is the honest figure.
+
+    nice .venv/bin/python benchmarks/organ_fidelity.py [--model DIR] [--tiles-per-image 7]
+        [--prompt organ|colon] [--figure /tmp/organ_fidelity.jpg] [--json out.json]
+
+Sampling: the fast setting ``sampler=dpmpp_2m, steps=8, spacing=trailing`` (the model's own
+guidance) unless ``--sampler/--steps/--spacing`` say otherwise. Prints a table and one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+DATA = Path(os.environ.get("WSI_COSYNTH_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+MONUSEG = DATA / "monuseg"
+SLIDE_MPP = 0.25  # MoNuSeg's TIFFs record no usable resolution (data README)
+HELD_OUT = {  # organ -> held-out image: the first of each organ in organs.csv
+    "lung": "TCGA-18-5592-01Z-00-DX1",
+    "breast": "TCGA-A7-A13E-01Z-00-DX1",
+    "kidney": "TCGA-B0-5698-01Z-00-DX1",
+    "prostate": "TCGA-CH-5767-01Z-00-DX1",
+    "bladder": "TCGA-DK-A2I6-01A-01-TS1",
+    "colon": "TCGA-AY-A8YK-01A-01-TS1",
+    "stomach": "TCGA-KB-A93J-01A-01-TS1",
+}
+
+
+def organs() -> dict[str, str]:
+    with (MONUSEG / "organs.csv").open(newline="") as fh:
+        return {row["image"]: row["organ"] for row in csv.DictReader(fh)}
+
+
+def check_held_out(table: dict[str, str]) -> None:
+    """HELD_OUT is the first image of each organ in organs.csv (the data may have changed)."""
+    first: dict[str, str] = {}
+    for image, organ in table.items():
+        first.setdefault(organ, image)
+    if first != HELD_OUT:
+        raise SystemExit(f"organs.csv's first image per organ is now {first}, not HELD_OUT: update HELD_OUT")
+
+
+def real_tiles(image: str, tiles_per_image: int):
+    """The first ``tiles_per_image`` 256 px tiles of a MoNuSeg image with their (unclassified) nuclei."""
+    from wsi_cosynth.pipeline.planning import class_lookup, iter_slide_tiles, labelled_tile, plan_slide
+    from wsi_cosynth.taxonomy import get_taxonomy
+
+    nucleus = get_taxonomy("nucleus")
+    tif = MONUSEG / "train" / f"{image}.tif"
+    with plan_slide(tif, tif.with_suffix(".xml"), mpp=SLIDE_MPP, tile_size=256, slide_mpp=SLIDE_MPP) as plan:
+        lookup = class_lookup(plan.annotations, nucleus, None)
+        out = []
+        for tile in iter_slide_tiles(plan):
+            out.append(labelled_tile(plan, tile, nucleus, lookup))
+            if len(out) == tiles_per_image:
+                break
+    return out
+
+
+def model_layout(tile, model, tissue: str):
+    """The tile's nuclei as a layout of the model: unclassified points, or class 'other'."""
+    from wsi_cosynth.layouts import layout_from_tile
+    from wsi_cosynth.records import UNCLASSIFIED, Layout
+
+    lay = layout_from_tile(tile)
+    cls = UNCLASSIFIED if model.supports_unknown_class else model.taxonomy.id_of("other")
+    return Layout(xy_tile=lay.xy_tile, classes=np.full(len(lay), cls, dtype=np.int64), size=lay.size,
+                  taxonomy=model.taxonomy, provenance=lay.provenance, placement=lay.placement).with_tissue(tissue)
+
+
+def image_features(images, extractor) -> np.ndarray:
+    from wsi_cosynth.metrics.inception import extract_features
+
+    return extract_features(images, extractor).features
+
+
+def kid_fid(feats_a: np.ndarray, feats_b: np.ndarray, seed: int) -> tuple[float, float]:
+    from wsi_cosynth.metrics.fid import fid_from_features, kid_from_features
+
+    subset = max(2, int(0.75 * min(len(feats_a), len(feats_b))))
+    kid = kid_from_features(feats_a, feats_b, rng=np.random.default_rng(seed), subset_size=subset, n_subsets=100)
+    return kid.mean, fid_from_features(feats_a, feats_b)
+
+
+def save_figure(path: Path, rows: list[tuple[str, list[np.ndarray]]]) -> None:
+    """One row per organ: real tile, synthetic, synthetic matched to its tile, matched to its slide."""
+    from PIL import Image, ImageDraw
+
+    from wsi_cosynth.render import tile_grid
+
+    panels = [p for _, row in rows for p in row]
+    grid = tile_grid(panels, columns=len(rows[0][1]))
+    img = Image.fromarray(grid)
+    draw = ImageDraw.Draw(img)
+    for i, (organ, _) in enumerate(rows):
+        draw.text((8, 8 + i * 260), organ, fill=(0, 0, 0))
+    img.save(path, quality=88)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default=None, help="checkpoint (default: the bundled model)")
+    parser.add_argument("--tiles-per-image", type=int, default=7)
+    parser.add_argument("--prompt", choices=("organ", "colon"), default="organ",
+                        help="tissue word of the prompts: each image's organ, or 'colon' for all (a wrong prompt)")
+    parser.add_argument("--sampler", default="dpmpp_2m")
+    parser.add_argument("--steps", type=int, default=8)
+    parser.add_argument("--spacing", default="trailing")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--figure", type=Path, default=None, help="write a picture: per organ real | synthetic | matched")
+    parser.add_argument("--json", type=Path, default=None, help="also write the result here")
+    parser.add_argument("--save-tiles", type=Path, default=None,
+                        help="save the synthetic images (.npz) to score other colour matchings without sampling")
+    parser.add_argument("--tiles-from", type=Path, default=None,
+                        help="score the synthetic images of a --save-tiles file instead of sampling")
+    args = parser.parse_args()
+
+    import torch
+
+    import wsi_cosynth as wc
+    from wsi_cosynth.colour import colour_stats, match_colour
+    from wsi_cosynth.metrics.colour import colour_difference
+    from wsi_cosynth.metrics.inception import InceptionFeatureExtractor
+
+    torch.set_num_threads(args.threads)
+    table = organs()
+    check_held_out(table)
+    model = wc.load_model(args.model)
+    started = time.perf_counter()
+    real, layouts, second = {}, [], {}
+    for organ, image in HELD_OUT.items():
+        real[organ] = real_tiles(image, args.tiles_per_image)
+        tissue = organ if args.prompt == "organ" else "colon"
+        layouts += [model_layout(t, model, tissue) for t in real[organ]]
+        other = next(i for i, o in table.items() if o == organ and i != image)
+        second[organ] = real_tiles(other, args.tiles_per_image)
+    t0 = time.perf_counter()
+    if args.tiles_from is not None:
+        images = list(np.load(args.tiles_from)["images"])
+        sample_s = None
+    else:
+        images = [t.image for t in wc.synthesize(layouts, model, sampler=args.sampler, steps=args.steps,
+                                                 spacing=args.spacing, seed=args.seed, batch_size=4)]
+        sample_s = round((time.perf_counter() - t0) / len(images), 2)
+    if len(images) != len(layouts):
+        raise SystemExit(f"{len(images)} synthetic images for {len(layouts)} layouts")
+    if args.save_tiles is not None:
+        np.savez_compressed(args.save_tiles, images=np.stack(images))
+    synthetic: dict[str, list[np.ndarray]] = {}
+    k = 0
+    for organ in HELD_OUT:
+        synthetic[organ] = images[k:k + len(real[organ])]
+        k += len(real[organ])
+    looks = {"none": synthetic}
+    looks["tile"] = {o: [match_colour(s, r.image) for s, r in zip(synthetic[o], real[o])] for o in HELD_OUT}
+    looks["slide"] = {o: [match_colour(s, colour_stats([r.image for r in real[o]])) for s in synthetic[o]]
+                      for o in HELD_OUT}
+
+    extractor = InceptionFeatureExtractor()
+    real_all = [t.image for o in HELD_OUT for t in real[o]]
+    f_real = image_features(real_all, extractor)
+    f_second = image_features([t.image for o in HELD_OUT for t in second[o]], extractor)
+    floors = {}
+    floors["kid_real_vs_other_images"], floors["fid_real_vs_other_images"] = kid_fid(f_real, f_second, args.seed)
+    even, odd = f_real[0::2], f_real[1::2]
+    floors["kid_real_halves"], _ = kid_fid(even, odd, args.seed)
+    halves = [colour_difference([t.image for t in real[o][0::2]], [t.image for t in real[o][1::2]]) for o in HELD_OUT]
+    organs_list = list(HELD_OUT)
+    between = [colour_difference([t.image for t in real[a]], [t.image for t in real[b]])
+               for i, a in enumerate(organs_list) for b in organs_list[i + 1:]]
+    floors["colour_halves_of_one_image"] = float(np.mean(halves))
+    floors["colour_between_images"] = float(np.mean(between))
+    rows = []
+    for name, look in looks.items():
+        f_syn = image_features([im for o in HELD_OUT for im in look[o]], extractor)
+        kid, fid = kid_fid(f_syn, f_real, args.seed)
+        per_organ = {o: round(colour_difference(look[o], [t.image for t in real[o]]), 2) for o in HELD_OUT}
+        rows.append({"colour_match": name, "kid": round(kid, 4), "fid": round(fid, 1),
+                     "colour_difference": round(float(np.mean(list(per_organ.values()))), 2),
+                     "colour_difference_per_organ": per_organ})
+        print(json.dumps(rows[-1]), flush=True)
+    result = {"model": args.model or "bundled", "prompt": args.prompt, "held_out": HELD_OUT,
+              "n_tiles": len(images), "sampling": {"sampler": args.sampler, "steps": args.steps, "spacing": args.spacing},
+              "seconds_per_tile": sample_s, "tiles_from": str(args.tiles_from) if args.tiles_from else None, "floors": {k: round(v, 4) for k, v in floors.items()},
+              "rows": rows, "wall_seconds": round(time.perf_counter() - started, 1)}
+    if args.figure is not None:
+        save_figure(args.figure, [(o, [real[o][0].image, looks["none"][o][0], looks["tile"][o][0], looks["slide"][o][0]])
+                                  for o in HELD_OUT])
+    print(f"{'colour match':<14}{'KID':>8}{'FID':>8}{'dE*ab':>8}")
+    for r in rows:
+        print(f"{r['colour_match']:<14}{r['kid']:>8.4f}{r['fid']:>8.1f}{r['colour_difference']:>8.2f}")
+    print(f"floors: {result['floors']}")
+    print(json.dumps(result))
+    if args.json is not None:
+        args.json.write_text(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()
