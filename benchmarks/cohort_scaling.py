@@ -10,15 +10,15 @@
    - trivial tasks: the round trip of one task at a time (latency), the rate of
      :class:`~wsi_cosynth.pipeline.execution.TaskRunner` (a bounded window of tasks ahead), and
      the rate the scheduler sustains when every task is submitted at once;
-   - peak memory (max RSS) of the workers after a cohort of half the slides and, on fresh
-     workers, after the whole cohort: it must not grow with the number of slides.
+   - peak memory (max RSS) of fresh workers after the cohort, and of other fresh workers after a
+     cohort of twice as many slides: it must not grow with the number of slides.
 3. A projection of tiles/s for N GPU workers: min(N x per-worker rate, scheduler rate x batch
    size, client rate). The client rate is measured: what the client does per tile (keep a task's
    result in the work directory, read it back, write it into the COCO dataset), timed on the
    in-process run's tiles; the per-GPU-worker rate is an input (``--gpu-tiles-per-s``, not
    measured here: no GPU).
 
-    .venv/bin/python benchmarks/cohort_scaling.py [--model DIR] [--slides 4] [--tiles-per-slide 4]
+    .venv/bin/python benchmarks/cohort_scaling.py [--model DIR] [--slides 4] [--tiles-per-slide 8]
         [--steps 25] [--trivial-tasks 2000] [--gpu-tiles-per-s 4] [--skip-local] [--skip-cluster]
 
 Prints a table per part, then one JSON line. The load (``uptime``) is printed before and after.
@@ -43,29 +43,22 @@ sys.path.insert(0, str(REPO / "tests"))  # the loopback cluster of the tests
 BATCH_SIZE = 4
 
 
-def build_cohort(root: Path, n_slides: int) -> Path:
+def build_cohort(root: Path, n_slides: int, name: str = "cohort") -> Path:
     """``n_slides`` copies of the demo slide (each with its annotations), two per patient."""
     from wsi_cosynth.demo import build_demo_slide
 
-    demo = build_demo_slide(root / "demo")
+    demo = build_demo_slide(root / "demo") if not (root / "demo" / "demo.svs").is_file() else root / "demo" / "demo.svs"
     rows = []
     for i in range(n_slides):
         slide = root / f"slide{i}.svs"
         shutil.copyfile(demo, slide)
         shutil.copyfile(demo.with_suffix(".geojson"), slide.with_suffix(".geojson"))
         rows.append([slide.name, f"patient{i // 2}", "colon"])
-    path = root / f"cohort-{n_slides}.csv"
+    path = root / f"{name}-{n_slides}.csv"
     with open(path, "w", newline="") as fh:
         out = csv.writer(fh)
         out.writerow(["slide", "patient", "tissue"])
         out.writerows(rows[:n_slides])
-    return path
-
-
-def half_cohort(full: Path, n: int) -> Path:
-    lines = full.read_text().splitlines()
-    path = full.with_name(f"cohort-{n}.csv")
-    path.write_text("\n".join(lines[: n + 1]) + "\n")
     return path
 
 
@@ -156,7 +149,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=None)
     parser.add_argument("--slides", type=int, default=4)
-    parser.add_argument("--tiles-per-slide", type=int, default=4)
+    parser.add_argument("--tiles-per-slide", type=int, default=8)
     parser.add_argument("--steps", type=int, default=25)
     parser.add_argument("--trivial-tasks", type=int, default=2000)
     parser.add_argument("--gpu-tiles-per-s", type=float, default=4.0,
@@ -190,25 +183,26 @@ def main() -> None:
         if not args.skip_cluster:
             from dask_cluster import loopback_cluster
 
-            small = half_cohort(cohort, max(1, args.slides // 2))
-            with loopback_cluster(tmp / "cluster-half") as cluster:
-                seconds_small, _ = export(small, tmp / "cluster-small", args, "--scheduler", cluster.address,
-                                          "--threads", "1")
-                peaks_small = worker_peaks_mib(cluster.address)
             with loopback_cluster(tmp / "cluster") as cluster:
                 trivial = trivial_rates(cluster.address, args.trivial_tasks)
                 print(f"trivial tasks: {trivial}", flush=True)
                 results["trivial"] = trivial
+            with loopback_cluster(tmp / "cluster-cohort") as cluster:
                 seconds, tiles = export(cohort, tmp / "cluster-full", args, "--scheduler", cluster.address,
                                         "--threads", "1")
-                peaks_full = worker_peaks_mib(cluster.address)
+                peaks = worker_peaks_mib(cluster.address)
+            double = build_cohort(tmp / "cohort", 2 * args.slides, name="double")
+            with loopback_cluster(tmp / "cluster-double") as cluster:
+                seconds_double, _ = export(double, tmp / "cluster-double-out", args, "--scheduler", cluster.address,
+                                           "--threads", "1")
+                peaks_double = worker_peaks_mib(cluster.address)
             n_tasks = args.slides * (1 + -(-args.tiles_per_slide // BATCH_SIZE))
-            results["cluster"] = {"seconds_half": round(seconds_small, 1), "seconds": round(seconds, 1), "tiles": tiles,
-                                  "tiles_per_s": round(tiles / seconds, 3), "tasks": n_tasks,
-                                  "worker_peak_mib_after_half": peaks_small, "worker_peak_mib_after_all": peaks_full}
-            print(f"real cluster, 2 workers: {tiles} tiles {seconds:.1f} s ({tiles / seconds:.3f} tiles/s; half the "
-                  f"slides on fresh workers: {seconds_small:.1f} s); worker peak MiB, half the slides {peaks_small}, "
-                  f"all {peaks_full}", flush=True)
+            results["cluster"] = {"seconds": round(seconds, 1), "tiles": tiles, "tiles_per_s": round(tiles / seconds, 3),
+                                  "tasks": n_tasks, "seconds_double": round(seconds_double, 1),
+                                  "worker_peak_mib": peaks, "worker_peak_mib_double_slides": peaks_double}
+            print(f"real cluster, 2 workers: {tiles} tiles {seconds:.1f} s ({tiles / seconds:.3f} tiles/s; twice the "
+                  f"slides on fresh workers: {seconds_double:.1f} s); worker peak MiB {peaks}, with twice the slides "
+                  f"{peaks_double}", flush=True)
             if "local" in results:
                 local = results["local"]["2 workers"]["seconds"]
                 results["cluster"]["overhead_s_per_task_vs_local"] = round((seconds - local) / n_tasks, 3)

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from ..atomic import write_text_atomic
-from ..errors import CosynthError
+from .workdir import resume_manifest
 
 MANIFEST = "manifest.json"
 
@@ -42,18 +42,8 @@ class RegionStore:
             shutil.rmtree(self.path)
         manifest = self.path / MANIFEST
         self.done: set[int] = set()
-        if manifest.is_file():
-            try:
-                previous = json.loads(manifest.read_text())
-            except json.JSONDecodeError as exc:
-                raise CosynthError(f"corrupt resume manifest {manifest}: {exc}; rerun with --restart") from None
-            if previous.get("params") != params:
-                changed = sorted(k for k in set(params) | set(previous.get("params", {}))
-                                 if params.get(k) != previous.get("params", {}).get(k))
-                raise CosynthError(
-                    f"{self.path} holds an interrupted run with different settings ({', '.join(changed)}); "
-                    "rerun with the same settings to resume, or pass --restart to start over"
-                )
+        previous = resume_manifest(manifest, "params", params, what="region synthesis")
+        if previous is not None:
             self.done = {int(i) for i in previous.get("done", [])}
         else:
             self.path.mkdir(parents=True, exist_ok=True)

@@ -54,6 +54,32 @@ def read_with_digest(path: Path) -> bytes | None:
     return data
 
 
+def resume_manifest(manifest: Path, key: str, expected: dict, *, what: str = "run") -> dict | None:
+    """The manifest an interrupted run left at ``manifest``, or None when there is none.
+
+    Its ``key`` entry must equal ``expected`` (the new run's settings): a run is only resumed with
+    the settings it was started with, so a mismatch, or a manifest that is not JSON, is a
+    CosynthError naming the settings that differ and the way out (``--restart``).
+    """
+    if not manifest.is_file():
+        return None
+    try:
+        previous = json.loads(manifest.read_text())
+        if not isinstance(previous, dict):
+            raise ValueError("not a JSON object")
+    except (ValueError, OSError) as exc:
+        raise CosynthError(f"corrupt resume manifest {manifest}: {exc}; rerun with --restart") from None
+    old = previous.get(key)
+    if old != expected:
+        old = old if isinstance(old, dict) else {}
+        changed = sorted(k for k in set(expected) | set(old) if expected.get(k) != old.get(k))
+        raise CosynthError(
+            f"{manifest.parent} holds an interrupted {what} with different settings ({', '.join(changed)}); "
+            "rerun with the same settings to resume, or pass --restart to start over"
+        )
+    return previous
+
+
 def _digest_path(path: Path) -> Path:
     return path.with_name(path.name.rsplit(".", 1)[0] + ".sha256")
 
@@ -68,19 +94,7 @@ class WorkDir:
         manifest = self.path / MANIFEST
         if restart and self.path.exists():
             shutil.rmtree(self.path)
-        if manifest.is_file():
-            try:
-                previous = json.loads(manifest.read_text())
-            except json.JSONDecodeError as exc:
-                raise CosynthError(f"corrupt resume manifest {manifest}: {exc}; rerun with --restart") from None
-            if previous.get("params") != params:
-                changed = sorted(k for k in set(params) | set(previous.get("params", {}))
-                                 if params.get(k) != previous.get("params", {}).get(k))
-                raise CosynthError(
-                    f"{self.path} holds an interrupted run with different settings ({', '.join(changed)}); "
-                    "rerun with the same settings to resume, or pass --restart to start over"
-                )
-        else:
+        if resume_manifest(manifest, "params", params) is None:
             self.path.mkdir(parents=True, exist_ok=True)
             write_text_atomic(manifest, json.dumps({"params": params}, indent=2, sort_keys=True))
 
