@@ -44,6 +44,9 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/model_cost.py
 	$(BIN)/python benchmarks/sampling_speed.py
 	$(BIN)/python benchmarks/synthetic_export.py
+	$(BIN)/python benchmarks/cohort_scaling.py
+	$(BIN)/python benchmarks/thread_determinism.py
+	$(BIN)/python benchmarks/worker_allocator.py
 	$(BIN)/python benchmarks/evaluation_speed.py
 	$(BIN)/python benchmarks/default_model_quality.py
 

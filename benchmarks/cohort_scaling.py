@@ -210,15 +210,19 @@ def main() -> None:
                       f"({n_tasks} tasks; both load the model in every worker, the local run also starts "
                       f"its cluster)", flush=True)
     projection = []
-    caps = {"scheduler": results.get("trivial", {}).get("scheduler_tasks_per_s", float("inf")) * BATCH_SIZE,
-            "client": 1 / results["client_s_per_tile"] if "client_s_per_tile" in results else float("inf")}
+    # The caps measured in this run (a part skipped leaves its cap out).
+    caps = {}
+    if "trivial" in results:
+        caps["scheduler"] = round(results["trivial"]["scheduler_tasks_per_s"] * BATCH_SIZE, 1)
+    if "client_s_per_tile" in results:
+        caps["client"] = round(1 / results["client_s_per_tile"], 1)
     for n in (1, 2, 4, 8, 16, 32, 64, 128):
-        rate = min(n * args.gpu_tiles_per_s, caps["scheduler"], caps["client"])
+        rate = min([n * args.gpu_tiles_per_s, *caps.values()])
         projection.append({"gpu_workers": n, "tiles_per_s": round(rate, 1)})
     results["projection"] = {"gpu_tiles_per_s_assumed": args.gpu_tiles_per_s, "caps_tiles_per_s": caps,
                              "rows": projection}
     print("projection (tiles/s):", ", ".join(f"{r['gpu_workers']} GPUs {r['tiles_per_s']}" for r in projection),
-          f"(caps: scheduler {caps['scheduler']:.0f}, client {caps['client']:.1f})", flush=True)
+          f"(caps, tiles/s: {caps})", flush=True)
     results["load_after"] = uptime()
     print(results["load_after"])
     print(json.dumps(results))

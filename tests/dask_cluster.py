@@ -72,7 +72,8 @@ class LoopbackCluster:
     def log_tail(self, chars: int = 3000) -> str:
         """The end of every process log (for assertion messages)."""
         assert self.log_dir is not None
-        return "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-chars:]}" for p in sorted(self.log_dir.glob("*.log")))
+        logs = sorted(self.log_dir.glob("*.log"))
+        return "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-chars:]}" for p in logs)
 
 
 def _env() -> dict[str, str]:

@@ -47,6 +47,7 @@ from .splits import PatientInfo, assign_splits, parse_fractions
 from .synthetic import ModelInfo, device_kind, model_info, require_model_taxonomy
 from .worker import DEFAULT_SAMPLING_THREADS, SamplingSpec, synthesize_batch
 
+
 def export_cohort(cohort_csv: str | Path, out: str | Path, options: ExportOptions, *,
                   split: str | tuple[float, float, float] = "0.8,0.1,0.1",
                   skip_bad_slides: bool = False) -> CohortSummary:
@@ -134,7 +135,8 @@ def _sampling(options: ExportOptions, model: ModelInfo):
     settings = model.sample.with_overrides(steps=options.steps, guidance=options.guidance, sampler=options.sampler,
                                            eta=options.eta, spacing=options.spacing, final_label=options.final_label)
     if not 1 <= settings.steps <= model.num_steps:
-        raise CosynthError(f"--steps must be between 1 and the model's {model.num_steps} diffusion steps, got {settings.steps}")
+        raise CosynthError(f"--steps must be between 1 and the model's {model.num_steps} diffusion steps, "
+                           f"got {settings.steps}")
     return settings
 
 
@@ -157,14 +159,15 @@ def _slides(rows: tuple[CohortRow, ...], options: ExportOptions, work: CohortWor
         slide_options = options.for_slide(tissue=row.tissue, slide_mpp=row.slide_mpp)
         annotations = row.annotations_path
         try:
-            found = annotations if annotations is not None else (find_sidecar(row.slide_path) if options.sidecar else None)
+            found = annotations if annotations is not None or not options.sidecar else find_sidecar(row.slide_path)
         except (CosynthError, OSError):
             found = None  # planning fails on it and says why
         identity = {"stem": stem, "slide": file_identity(row.slide_path), "annotations": file_identity(found),
                     "tissue": slide_options.tissue, "slide_mpp": slide_options.slide_mpp}
         folder = slide_folder(stem, identity)
-        job = SlideJob(stem=stem, slide=str(row.slide_path), annotations=None if annotations is None else str(annotations),
-                       options=slide_options, seed=slide_seed(options.seed, stem))
+        job = SlideJob(stem=stem, slide=str(row.slide_path),
+                       annotations=None if annotations is None else str(annotations), options=slide_options,
+                       seed=slide_seed(options.seed, stem))
         slides.append(CohortSlide(row=row, job=job, store=work.slide(folder), split=split_of[row.patient]))
     return slides
 
@@ -275,7 +278,8 @@ def _make_tiles(runner: TaskRunner, slides: list[CohortSlide], model: ModelInfo,
         bar.close()
 
 
-def _make_real(runner: TaskRunner, slides: list[CohortSlide], taxonomy: Taxonomy | None, options: ExportOptions) -> None:
+def _make_real(runner: TaskRunner, slides: list[CohortSlide], taxonomy: Taxonomy | None,
+               options: ExportOptions) -> None:
     """Read and label the real tiles not finished before, planning each slide with its first
     task; a slide whose task fails is marked failed and the rest of it is skipped."""
     from tqdm import tqdm
@@ -336,7 +340,6 @@ def _nothing_exported(csv_path: Path, slides: list[CohortSlide]) -> str:
     shown = "; ".join(f"{s.row.slide}: {s.plan.status.removeprefix('failed: ')}" for s in slides[:3])
     more = f"; and {len(slides) - 3} more" if len(slides) > 3 else ""
     return f"no slide of cohort {csv_path} could be exported ({len(slides)} failed: {shown}{more})"
-
 
 
 __all__ = ["CohortSummary", "SlideOutcome", "export_cohort", "slide_seed"]

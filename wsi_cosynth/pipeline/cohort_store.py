@@ -38,7 +38,7 @@ from ..errors import CosynthError
 from ..records import LabelledTile, Layout, Provenance, SlidePlacement
 from ..taxonomy import Taxonomy
 from .planning import OUTLINES_KEY
-from .workdir import read_with_digest, write_with_digest
+from .workdir import read_with_digest, resume_manifest, write_with_digest
 
 MANIFEST = "manifest.json"
 SLIDE_INFO = "slide.json"
@@ -55,19 +55,7 @@ class CohortWorkDir:
         manifest = self.path / MANIFEST
         if restart and self.path.exists():
             shutil.rmtree(self.path)
-        if manifest.is_file():
-            try:
-                previous = json.loads(manifest.read_text()).get("settings")
-            except (ValueError, OSError, AttributeError) as exc:
-                raise CosynthError(f"corrupt cohort manifest {manifest}: {exc}; rerun with --restart") from None
-            if previous != settings:
-                old = previous if isinstance(previous, dict) else {}
-                changed = sorted(k for k in set(settings) | set(old) if settings.get(k) != old.get(k))
-                raise CosynthError(
-                    f"{self.path} holds an interrupted cohort export with different settings ({', '.join(changed)}); "
-                    "rerun with the same settings to resume, or pass --restart to start over"
-                )
-        else:
+        if resume_manifest(manifest, "settings", settings, what="cohort export") is None:
             self.path.mkdir(parents=True, exist_ok=True)
             write_text_atomic(manifest, json.dumps({"settings": settings}, indent=2, sort_keys=True))
 

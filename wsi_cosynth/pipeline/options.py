@@ -15,7 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import CosynthError
+from ..exporters import WRITE_FORMATS
 from ..slide import TissueParams
+from .slide_look import COLOUR_MATCHES
 
 SOURCES: tuple[str, ...] = ("synthetic", "real")
 REAL_DEFAULT_MPP = 0.5
@@ -80,8 +82,6 @@ class ExportOptions:
     progress: bool = False
 
     def __post_init__(self) -> None:
-        from ..exporters import WRITE_FORMATS
-
         if self.source not in SOURCES:
             raise CosynthError(f"unknown source {self.source!r} (valid: {', '.join(SOURCES)})")
         if str(self.format).lower() not in WRITE_FORMATS:
@@ -95,11 +95,10 @@ class ExportOptions:
         for name in ("mpp", "slide_mpp"):
             value = getattr(self, name)
             if value is not None and not (isinstance(value, (int, float)) and 0 < float(value) < float("inf")):
-                raise CosynthError(f"--{name.replace('_', '-')} must be a positive number of microns per pixel, got {value!r}")
+                raise CosynthError(f"--{name.replace('_', '-')} must be a positive number of microns per pixel, "
+                                   f"got {value!r}")
         if not 0.0 <= float(self.min_tissue) <= 1.0:
             raise CosynthError(f"--min-tissue must be between 0 and 1, got {self.min_tissue!r}")
-        from .slide_look import COLOUR_MATCHES
-
         if self.colour_match not in COLOUR_MATCHES:
             raise CosynthError(f"unknown --colour-match {self.colour_match!r} (valid: {', '.join(COLOUR_MATCHES)})")
         if self.workers and self.scheduler is not None:
@@ -124,10 +123,6 @@ class ExportOptions:
         return dict(mpp=float(mpp), tile_size=int(tile_size), stride=self.stride, min_tissue=self.min_tissue,
                     slide_mpp=self.slide_mpp, tissue=self.tissue, tissue_regions=self.tissue_regions,
                     tissue_params=self.tissue_params, sidecar=self.sidecar, pad=self.pad)
-
-    def all_writer_options(self) -> dict[str, Any]:
-        """Options of :func:`~wsi_cosynth.exporters.open_writer` (``overwrite`` included)."""
-        return {**self.writer_options, "overwrite": self.overwrite}
 
     def settings_record(self, keys: tuple[str, ...]) -> dict[str, Any]:
         """The named options as JSON-friendly values (for a resume manifest)."""

@@ -15,8 +15,8 @@ CPU kind and torch build; GPU runs do not depend on it).
 
 A Dask nanny starts its worker with ``MALLOC_TRIM_THRESHOLD_=65536`` (to give freed memory back
 to the OS). Setting it also stops glibc from raising its mmap threshold, so every activation
-tensor above 128 KiB is mapped and zero-filled afresh: sampling took 1.8x the CPU time in such a
-worker (benchmarks/README.md, "Cohorts"). A synthesis task therefore sets the thresholds once
+tensor above 128 KiB is mapped and zero-filled afresh: sampling took 1.9x the CPU time in such a
+worker (benchmarks/worker_allocator.py). A synthesis task therefore sets the thresholds once
 per process to keep tensors up to 32 MiB in the heap (:func:`keep_tensors_in_heap`).
 """
 
