@@ -9,6 +9,7 @@ and exits with status 2.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 
 class CosynthError(Exception):
@@ -52,3 +53,17 @@ def require_dir(path: str | Path, what: str = "directory") -> Path:
     if not p.is_dir():
         raise CosynthError(f"{what} is not a directory: {p}")
     return p
+
+
+def read_yaml_file(path: str | Path, what: str) -> tuple[Path, Any]:
+    """(path, parsed document) of a user's YAML file; CosynthError naming ``what`` and the file
+    when it is missing, not YAML, or not text."""
+    import yaml
+
+    p = require_file(path, what)
+    try:
+        return p, yaml.safe_load(p.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise CosynthError(f"{what} {p} is not valid YAML: {' '.join(str(exc).split())}") from None
+    except (UnicodeDecodeError, RecursionError) as exc:
+        raise CosynthError(f"{what} {p} is not readable YAML text ({type(exc).__name__})") from None

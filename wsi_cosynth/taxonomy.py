@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import CosynthError, require_file
+from .errors import CosynthError, read_yaml_file
 
 RGB = tuple[int, int, int]
 
@@ -196,15 +196,7 @@ def get_taxonomy(key: str) -> Taxonomy:
 
 def load_class_map(path: str | Path) -> dict[str, str]:
     """Read a user's YAML class map ``{source_name: target_name}``."""
-    import yaml
-
-    p = require_file(path, "class map")
-    try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise CosynthError(f"class map {p} is not valid YAML: {' '.join(str(exc).split())}") from None
-    except (UnicodeDecodeError, RecursionError) as exc:
-        raise CosynthError(f"class map {p} is not readable YAML text ({type(exc).__name__})") from None
+    p, data = read_yaml_file(path, "class map")
     if not isinstance(data, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in data.items()):
         raise CosynthError(f"class map {p} must be a flat mapping of class name -> class name")
     return {normalise_name(k): v for k, v in data.items()}

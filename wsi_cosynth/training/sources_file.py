@@ -25,7 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import CosynthError, require_file
+from ..errors import CosynthError, read_yaml_file
 from ..taxonomy import load_class_map, normalise_name
 from .mixture import BALANCE_RULES, SourceSpec
 
@@ -115,15 +115,7 @@ def _source(entry: object, index: int, base: Path, where_file: str) -> SourceSpe
 
 def read_sources_file(path: str | Path) -> SourcesFile:
     """Parse a sources YAML (module docstring); CosynthError naming the file and the problem."""
-    import yaml
-
-    p = require_file(path, "sources file")
-    try:
-        doc = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise CosynthError(f"sources file {p} is not valid YAML: {' '.join(str(exc).split())}") from None
-    except (UnicodeDecodeError, RecursionError) as exc:
-        raise CosynthError(f"sources file {p} is not readable YAML text ({type(exc).__name__})") from None
+    p, doc = read_yaml_file(path, "sources file")
     if not isinstance(doc, dict) or not isinstance(doc.get("sources"), list) or not doc["sources"]:
         raise CosynthError(f"sources file {p}: expected a mapping with a non-empty list 'sources'")
     unknown = sorted(set(map(str, doc)) - TOP_KEYS)
