@@ -88,7 +88,7 @@ def main() -> None:
     import wsi_cosynth as wc
     from wsi_cosynth.evaluation.downstream import ARMS, SyntheticPlan, build_arms, run_arm
     from wsi_cosynth.exporters import read_dataset
-    from wsi_cosynth.evaluation.segmenter import SegmenterConfig
+    from wsi_cosynth.detection.segmenter import SegmenterConfig
     from wsi_cosynth.pipeline.synthetic import default_model_path
     from wsi_cosynth.training.checkpoint import read_metadata
 

@@ -25,8 +25,16 @@ colour difference is near zero by construction; its KID is the honest figure.
     nice .venv/bin/python benchmarks/organ_fidelity.py [--model DIR] [--tiles-per-image 7]
         [--prompt organ|colon] [--figure /tmp/organ_fidelity.jpg] [--json out.json]
 
-Sampling: the fast setting ``sampler=dpmpp_2m, steps=8, spacing=trailing`` (the model's own
-guidance) unless ``--sampler/--steps/--spacing`` say otherwise. Prints a table and one JSON line.
+Prompts (``--prompt``): ``organ``, each image's own organ (the right prompt); ``wrong``, the next
+organ of HELD_OUT's list for each image (lung's tiles prompted "breast", ...); ``colon`` for all.
+
+The organ probe (wsi_cosynth/metrics/organ_probe.py): a linear classifier on Inception features
+trained on the real tiles (all of them, ``--probe-tiles`` per image) of every MoNuSeg image that
+is not held out; reported: its accuracy on the held-out real tiles, and the share of synthetic
+tiles (as sampled, no colour matching) it names as their PROMPTED organ (right or wrong prompt).
+
+Sampling: the model's own settings unless ``--sampler/--steps/--spacing`` say otherwise. Prints a
+table and one JSON line.
 """
 
 from __future__ import annotations
@@ -129,11 +137,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=None, help="checkpoint (default: the bundled model)")
     parser.add_argument("--tiles-per-image", type=int, default=7)
-    parser.add_argument("--prompt", choices=("organ", "colon"), default="organ",
-                        help="tissue word of the prompts: each image's organ, or 'colon' for all (a wrong prompt)")
-    parser.add_argument("--sampler", default="dpmpp_2m")
-    parser.add_argument("--steps", type=int, default=8)
-    parser.add_argument("--spacing", default="trailing")
+    parser.add_argument("--prompt", choices=("organ", "wrong", "colon"), default="organ",
+                        help="tissue word of the prompts: each image's organ, the next organ's (wrong), or 'colon'")
+    parser.add_argument("--sampler", default=None, help="default: the model's")
+    parser.add_argument("--steps", type=int, default=None, help="default: the model's")
+    parser.add_argument("--spacing", default=None, help="default: the model's")
+    parser.add_argument("--probe-tiles", type=int, default=9, help="real tiles per training image for the organ probe")
+    parser.add_argument("--no-probe", action="store_true")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--figure", type=Path, default=None, help="write a picture: per organ real | synthetic | matched")
@@ -156,11 +166,13 @@ def main() -> None:
     check_held_out(table)
     model = wc.load_model(args.model)
     started = time.perf_counter()
-    real, layouts, second = {}, [], {}
-    for organ, image in HELD_OUT.items():
+    real, layouts, second, prompted = {}, [], {}, []
+    organ_order = list(HELD_OUT)
+    for k, (organ, image) in enumerate(HELD_OUT.items()):
         real[organ] = real_tiles(image, args.tiles_per_image)
-        tissue = organ if args.prompt == "organ" else "colon"
+        tissue = {"organ": organ, "wrong": organ_order[(k + 1) % len(organ_order)], "colon": "colon"}[args.prompt]
         layouts += [model_layout(t, model, tissue) for t in real[organ]]
+        prompted += [tissue] * len(real[organ])
         other = next(i for i, o in table.items() if o == organ and i != image)
         second[organ] = real_tiles(other, args.tiles_per_image)
     t0 = time.perf_counter()
@@ -197,6 +209,23 @@ def main() -> None:
     organs_list = list(HELD_OUT)
     between = [colour_difference([t.image for t in real[a]], [t.image for t in real[b]])
                for i, a in enumerate(organs_list) for b in organs_list[i + 1:]]
+    probe_report = None
+    if not args.no_probe:
+        from wsi_cosynth.metrics.organ_probe import OrganProbe
+
+        train_images = [i for i in table if i not in HELD_OUT.values()]
+        probe_tiles = {i: real_tiles(i, args.probe_tiles) for i in train_images}
+        f_probe = image_features([t.image for i in train_images for t in probe_tiles[i]], extractor)
+        probe = OrganProbe.fit(f_probe, [table[i] for i in train_images for _ in probe_tiles[i]],
+                               [i for i in train_images for _ in probe_tiles[i]])
+        truth = [o for o in HELD_OUT for _ in real[o]]
+        f_none = image_features(images, extractor)
+        probe_report = {"train_tiles": len(f_probe), "strength": probe.strength,
+                        "real_held_out_accuracy": round(probe.share_named(f_real, truth), 3),
+                        "synthetic_named_as_prompted": round(probe.share_named(f_none, prompted), 3),
+                        "synthetic_named_as_source_organ": round(probe.share_named(f_none, truth), 3),
+                        "chance": round(1 / len(probe.organs), 3)}
+        print(json.dumps({"organ_probe": probe_report}), flush=True)
     floors["colour_halves_of_one_image"] = float(np.mean(halves))
     floors["colour_between_images"] = float(np.mean(between))
     rows = []
@@ -211,7 +240,7 @@ def main() -> None:
     result = {"model": args.model or "bundled", "prompt": args.prompt, "held_out": HELD_OUT,
               "n_tiles": len(images), "sampling": {"sampler": args.sampler, "steps": args.steps, "spacing": args.spacing},
               "seconds_per_tile": sample_s, "tiles_from": str(args.tiles_from) if args.tiles_from else None, "floors": {k: round(v, 4) for k, v in floors.items()},
-              "rows": rows, "wall_seconds": round(time.perf_counter() - started, 1)}
+              "rows": rows, "organ_probe": probe_report, "wall_seconds": round(time.perf_counter() - started, 1)}
     if args.figure is not None:
         save_figure(args.figure, [(o, [real[o][0].image, looks["none"][o][0], looks["tile"][o][0], looks["slide"][o][0]])
                                   for o in HELD_OUT])
@@ -219,6 +248,8 @@ def main() -> None:
     for r in rows:
         print(f"{r['colour_match']:<14}{r['kid']:>8.4f}{r['fid']:>8.1f}{r['colour_difference']:>8.2f}")
     print(f"floors: {result['floors']}")
+    if probe_report:
+        print(f"organ probe: {probe_report}")
     print(json.dumps(result))
     if args.json is not None:
         args.json.write_text(json.dumps(result, indent=1))

@@ -103,21 +103,30 @@ def fused_run(args, scheme: str, overlap: int, weights: str, out: Path, chunk: i
     return {"result": result, "seconds": seconds, "s_per_mpx": seconds / mpx, "windows_per_mpx": result.n_windows / mpx}
 
 
-def independent_tiles(args, model, plan) -> tuple[np.ndarray, dict]:
-    """The region as a mosaic of independently sampled tiles (one layout per grid tile)."""
-    import wsi_cosynth as wc
+def independent_layouts(model, plan) -> list:
+    """One layout per grid tile of the region, row-major."""
     from wsi_cosynth.records import Layout, Provenance
 
     s = model.tile_size
     h, w = plan.size_hw
-    rows, cols = -(-h // s), -(-w // s)
     layouts = []
-    for r in range(rows):
-        for c in range(cols):
+    for r in range(-(-h // s)):
+        for c in range(-(-w // s)):
             inside = ((plan.xy[:, 0] >= c * s) & (plan.xy[:, 0] < (c + 1) * s) & (plan.xy[:, 1] >= r * s)
                       & (plan.xy[:, 1] < (r + 1) * s))
             layouts.append(Layout(plan.xy[inside] - [c * s, r * s], plan.classes[inside], (s, s), model.taxonomy,
                                   Provenance(name=f"t{r}_{c}", tissue=plan.tissue)))
+    return layouts
+
+
+def independent_tiles(args, model, plan) -> tuple[np.ndarray, dict]:
+    """The region as a mosaic of independently sampled tiles (one layout per grid tile)."""
+    import wsi_cosynth as wc
+
+    s = model.tile_size
+    h, w = plan.size_hw
+    rows, cols = -(-h // s), -(-w // s)
+    layouts = independent_layouts(model, plan)
     start = time.perf_counter()
     tiles = wc.synthesize(layouts, model, steps=args.steps, sampler=args.sampler, spacing=args.spacing, seed=args.seed,
                           batch_size=args.batch_size)
@@ -174,6 +183,52 @@ def border_and_inside_crops(image: np.ndarray, borders: list[int], n: int, rng: 
     return np.stack(on), np.stack(off)
 
 
+def window_border_lines(last_windows, window: int, size_hw: tuple[int, int]) -> tuple[list[int], list[int]]:
+    """(columns, rows) where the last step's windows had their edges, inside the output."""
+    h, w = size_hw
+    cols = sorted({v % w for _, x in last_windows for v in (x, x + window)} - {0})
+    rows = sorted({v % h for y, _ in last_windows for v in (y, y + window)} - {0})
+    return cols, rows
+
+
+def kid_on_lines(real: np.ndarray, image: np.ndarray, cols: list[int], rows: list[int], n: int, extractor) -> dict:
+    """KID against random real crops of 256-px crops centred on the given border lines and of
+    crops centred inside windows (their centre >= 96 px from every line: with lines every ~256 px
+    no 256-px crop avoids them all, so "inside" means centred in a window)."""
+    from wsi_cosynth.metrics.fid import kid_from_features
+    from wsi_cosynth.metrics.inception import extract_features
+
+    rng = np.random.default_rng(0)
+    h, w = image.shape[:2]
+    half, size = 128, 256
+    on, off = [], []
+    lines = [("c", b) for b in cols if half <= b <= w - half] + [("r", b) for b in rows if half <= b <= h - half]
+    if not lines:
+        return {"n": 0}
+    while len(on) < n:
+        kind, b = lines[int(rng.integers(len(lines)))]
+        along = int(rng.integers(0, (h if kind == "c" else w) - size + 1))
+        on.append(image[along:along + size, b - half:b + half] if kind == "c" else image[b - half:b + half, along:along + size])
+    tries = 0
+    far = 96
+    while len(off) < n and tries < 100000:
+        tries += 1
+        y, x = int(rng.integers(0, h - size + 1)), int(rng.integers(0, w - size + 1))
+        if all(abs(x + half - b) >= far for b in cols) and all(abs(y + half - b) >= far for b in rows):
+            off.append(image[y:y + size, x:x + size])
+    if len(off) < n:
+        return {"n": n, "inside": f"no 256-px crop is centred {far} px from every border line"}
+    real_crops = [real[y:y + size, x:x + size] for y, x in zip(rng.integers(0, real.shape[0] - size + 1, n),
+                                                                rng.integers(0, real.shape[1] - size + 1, n))]
+    f_on, f_off, f_real = (extract_features(list(c), extractor).features for c in (on, off, real_crops))
+
+    def kid(a, b):
+        return kid_from_features(a, b, rng=np.random.default_rng(1), subset_size=max(2, n // 2), n_subsets=50).mean
+
+    k_on, k_off = kid(f_on, f_real), kid(f_off, f_real)
+    return {"n": n, "kid_border": round(k_on, 4), "kid_inside": round(k_off, 4), "ratio": round(k_on / k_off, 3)}
+
+
 def kid_border_vs_inside(picture: str, panel: int, panel_width: int, borders: list[int], n: int) -> dict:
     """KID against the real region of crops on chunk borders and of crops inside chunks, from a
     picture this script saved (panels of ``panel_width`` px with 8-px gaps; panel 0 is the real one)."""
@@ -219,10 +274,10 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=8)
     ap.add_argument("--sampler", default="dpmpp_2m")
     ap.add_argument("--spacing", default="trailing")
-    ap.add_argument("--schemes", nargs="+", default=["shift:0:cosine"],
+    ap.add_argument("--schemes", nargs="+", default=["wrap:0:cosine"],
                     help="scheme:overlap:weights[:chunk] to compare (chunk default: --chunk)")
-    ap.add_argument("--chunk", type=int, default=2048)
-    ap.add_argument("--margin", type=int, default=128)
+    ap.add_argument("--chunk", type=int, default=None, help="chunk core side (default: the library's)")
+    ap.add_argument("--margin", type=int, default=None, help="chunk margin (default: the library's)")
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
@@ -238,6 +293,9 @@ def main() -> None:
     ap.add_argument("--kid-panel", type=int, default=3, help="which panel of --kid holds the chunked fused image")
     ap.add_argument("--kid-borders", type=int, nargs="+", default=[512], help="chunk border lines (px)")
     ap.add_argument("--kid-n", type=int, default=48, help="crops per set")
+    ap.add_argument("--border-kid", action="store_true",
+                    help="KID of crops on the last step's window borders vs crops inside windows, for each scheme "
+                         "(and on tile borders for the stitched tiles)")
     args = ap.parse_args()
     if args.kid:
         print(json.dumps(kid_border_vs_inside(args.kid, args.kid_panel, args.region[2], args.kid_borders, args.kid_n)))
@@ -265,10 +323,21 @@ def main() -> None:
                        slide_mpp=args.slide_mpp)
     report["points"] = len(plan.classes)
     panels = [real]
+    # Warm-up: the first network call of a process builds oneDNN's kernels (seconds on this CPU);
+    # without it whichever run came first paid for them.
+    wc.synthesize(independent_layouts(model, plan)[:1], model, steps=1, sampler=args.sampler, spacing=args.spacing)
     if not args.no_tiles:
         mosaic, cost = independent_tiles(args, model, plan)
         report["independent_tiles"] = {**cost, "seams": seam_report(mosaic, model.tile_size)}
         panels.append(mosaic)
+    extractor = None
+    if args.border_kid:
+        from wsi_cosynth.metrics.inception import InceptionFeatureExtractor
+
+        extractor = InceptionFeatureExtractor()
+        if len(panels) > 1:  # the stitched tiles, on their tile borders: how big a visible seam scores
+            grid = list(range(model.tile_size, max(real.shape[:2]), model.tile_size))
+            report["independent_tiles"]["border_kid"] = kid_on_lines(real, panels[1], grid, grid, args.kid_n, extractor)
     for spec in args.schemes:
         scheme, overlap, weights, *chunk = spec.split(":")
         with tempfile.TemporaryDirectory() as tmp:
@@ -278,6 +347,9 @@ def main() -> None:
         report[f"fused {spec}"] = {**{k: round(v, 2) for k, v in run.items()}, "nuclei": res.n_nuclei,
                                     "chunks": res.n_chunks, "seams": seam_report(image, model.tile_size)}
         panels.append(image)
+        if extractor is not None:  # crops on the last step's window borders (plus chunk borders) vs inside
+            cols, rows = window_border_lines(res.last_windows, model.tile_size, image.shape[:2])
+            report[f"fused {spec}"]["border_kid"] = kid_on_lines(real, image, cols, rows, args.kid_n, extractor)
         if "independent_tiles" in report:
             tiles = report["independent_tiles"]
             report[f"fused {spec}"]["cost_vs_tiles"] = round(run["s_per_mpx"] / tiles["s_per_mpx"], 2)

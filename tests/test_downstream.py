@@ -16,7 +16,7 @@ import torch
 from wsi_cosynth.evaluation.downstream import (ARMS, DetectionCounts, SyntheticPlan, build_arms, plan_layouts,
                                                run_arm, synthesize_training_tiles)
 from wsi_cosynth.errors import CosynthError
-from wsi_cosynth.evaluation.segmenter import SegmenterConfig, predict_instances, train_segmenter
+from wsi_cosynth.detection.segmenter import SegmenterConfig, predict_instances, train_segmenter
 from wsi_cosynth.records import LabelledTile, Provenance, relabel_contiguous
 from wsi_cosynth.taxonomy import get_taxonomy
 

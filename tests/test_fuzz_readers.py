@@ -167,6 +167,7 @@ class Seeds:
         self.plain = {"png": _png_bytes(image), "jpg": self.consep["images/t.jpg"], "tif": buf.getvalue()}
         self.tiny_slide = self.plain["tif"]
         self.checkpoint = self._tiny_checkpoint(root / "ckpt")
+        self.detector = self._tiny_detector(root / "det")
         self.layout_model = (Path(__file__).resolve().parents[1] / "wsi_cosynth" / "assets"
                              / "layout-model-consep.json").read_bytes()
         self.config = (Path(__file__).resolve().parents[1] / "wsi_cosynth" / "configs" / "tiny.yaml").read_bytes()
@@ -183,6 +184,18 @@ class Seeds:
         torch.manual_seed(0)
         model = CosynthModel(load_config("tiny"), get_taxonomy("consep"), mpp=1.0, tile_size=32)
         return tree_bytes(save_checkpoint(folder / "m", model, steps=0))
+
+    @staticmethod
+    def _tiny_detector(folder: Path) -> dict[str, bytes]:
+        import torch
+
+        from wsi_cosynth.detection import Detector
+        from wsi_cosynth.detection.segmenter import SegmenterNet
+        from wsi_cosynth.taxonomy import get_taxonomy
+
+        torch.manual_seed(0)
+        net = SegmenterNet(1, (4, 8))
+        return tree_bytes(Detector(net.eval(), get_taxonomy("nucleus"), mpp=0.5, widths=(4, 8)).save(folder / "d"))
 
     @staticmethod
     def _jpeg(path: Path) -> np.ndarray:
@@ -600,6 +613,36 @@ def t_synthesize(seeds: Seeds, rng: np.random.Generator, work: Path) -> Case:
     return _synthesize_case(seeds, work, ann, region, ANY if inside else REJECT)
 
 
+def _check_detections(out: Path) -> None:
+    features = json.loads(out.read_text())["features"]
+    assert all(f["geometry"]["type"] == "Polygon" and 0 < f["properties"]["measurements"]["Detection confidence"] <= 1
+               for f in features)
+
+
+def t_detect(seeds: Seeds, rng: np.random.Generator, work: Path) -> Case:
+    """``detect``: the detector's files mutated (its JSON as data or as bytes, its weights' bytes)."""
+    files, expect = dict(seeds.detector), ANY
+    op = int(rng.integers(3))
+    if op == 0:
+        files = _json_mutation(files, "detector.json", rng)
+    elif op == 1:
+        files, expect = _byte_mutation(files, rng, keys=["detector.json"])
+    else:
+        files, expect = _byte_mutation(files, rng, keys=["detector.safetensors"])
+        expect = ANY  # a flipped weight byte is a valid (different) detector
+    return _detect_case(seeds, work, files, expect)
+
+
+def _detect_case(seeds: Seeds, work: Path, files: dict[str, bytes], expect: str) -> Case:
+    detector = write_tree(work / "det", files)
+    slide = work / "s.tif"
+    slide.write_bytes(seeds.tiny_slide)
+    out = work / "out.geojson"
+    return Case(["detect", "--slide", str(slide), "--slide-mpp", "0.25", "--detector", str(detector), "--out", str(out),
+                 "--window", "64", "--min-tissue", "0", "--threads", "1", "--no-progress"], expect, out,
+                _check_detections)
+
+
 SOURCES_YAML = (b"balance: sqrt\nholdout_images: []\nsources:\n  - name: consep\n    data: consep\n    format: consep\n"
                 b"    mpp: 0.25\n    tissue_table: organs.csv\n")
 ORGANS_CSV = b"image,organ,project\nt,colon,TCGA-COAD\n"
@@ -700,9 +743,10 @@ TARGETS: dict[str, Callable[[Seeds, np.random.Generator, Path], Case]] = {
     "cohort-csv": t_cohort_csv,
     "train-sources": t_train_sources,
     "synthesize": t_synthesize,
+    "detect": t_detect,
 }
 # Relative case counts: slides and exports cost more per case than dataset reads.
-WEIGHTS = {"cohort-csv": 0.2, "train-sources": 0.3, "synthesize": 0.1, "evaluate": 0.03, "slide-svs": 0.25, "slide-dicom": 0.2, "slide-plain": 0.5, "checkpoint": 0.3, "qupath-geojson": 0.4,
+WEIGHTS = {"detect": 0.2, "cohort-csv": 0.2, "train-sources": 0.3, "synthesize": 0.1, "evaluate": 0.03, "slide-svs": 0.25, "slide-dicom": 0.2, "slide-plain": 0.5, "checkpoint": 0.3, "qupath-geojson": 0.4,
            "hovernet-wsi": 0.35, "aperio-xml": 0.3, "geoparquet": 0.4}
 
 
@@ -810,6 +854,8 @@ def _pristine(seeds: Seeds, name: str, work: Path) -> Case:
         return _cohort_case(work, _cohort_csv(seeds, work), ANY)
     if name == "synthesize":
         return _synthesize_case(seeds, work, _tile_nuclei_geojson(seeds), None, ANY)
+    if name == "detect":
+        return _detect_case(seeds, work, dict(seeds.detector), ANY)
     if name == "train-sources":
         return _sources_case(seeds, work, {"s.yaml": SOURCES_YAML, "organs.csv": ORGANS_CSV}, ANY, train=True)
     model = work / "m.json"

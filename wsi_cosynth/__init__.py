@@ -4,7 +4,7 @@ The public API is small: the records, taxonomies and the functions a dataset-bui
 Heavy modules (torch, dask, openslide) are imported only when their functions are called.
 """
 
-from .api import export, export_cohort, load_model, synthesize, synthesize_region
+from .api import detect, export, export_cohort, load_model, synthesize, synthesize_region
 from .errors import CosynthError
 from .records import LabelledTile, Layout, Provenance, SlidePlacement, relabel_contiguous
 from .taxonomy import Taxonomy, class_mapping, get_taxonomy
@@ -19,6 +19,7 @@ __all__ = [
     "SlidePlacement",
     "Taxonomy",
     "class_mapping",
+    "detect",
     "export",
     "export_cohort",
     "load_model",

@@ -1,11 +1,12 @@
 """The Python API for dataset-building scripts: export, export_cohort, load_model, synthesize,
-synthesize_region.
+synthesize_region, detect.
 
 >>> import wsi_cosynth as wc
 >>> model = wc.load_model()                                    # the bundled default model
 >>> tiles = wc.synthesize(layouts, model, steps=25, seed=0)    # list[LabelledTile]
 >>> wc.export("slide.svs", "out/", format="coco")              # same as the CLI
 >>> wc.export_cohort("cohort.csv", "out/", format="coco")      # a study, split by patient
+>>> wc.detect("slide.svs", "nuclei.geojson")                   # nuclei of an unannotated slide
 """
 
 from __future__ import annotations
@@ -85,7 +86,7 @@ def synthesize_region(
     tissue: str | None = None,
     slide_mpp: float | None = None,
     model: str | Path | None = None,
-    windows: str = "shift",
+    windows: str = "wrap",
     overlap: int | None = None,
     chunk: int | None = None,
     batch_size: int = 8,
@@ -99,7 +100,7 @@ def synthesize_region(
     """Co-synthesise a region of a slide in one fused sampling and write it as a synthetic slide,
     as ``wsi-cosynth synthesize`` does: ``out/<stem>.synthetic.tif``, ``.synthetic.geojson`` and
     ``.synthetic-labels.tif``. ``region``: (x, y, w, h) level-0 px, default the tissue's bounding box.
-    ``windows`` "shift" or "overlap", ``overlap`` px, ``chunk`` px: see
+    ``windows`` "wrap", "shift" or "overlap", ``overlap`` px, ``chunk`` px: see
     :class:`wsi_cosynth.pipeline.region.RegionOptions`; sampling settings left None are the model's.
     ``options``: the other keywords of :func:`wsi_cosynth.pipeline.region.synthesize_region`
     (class_map, default_class, device, threads, overwrite, restart, progress).
@@ -167,3 +168,43 @@ def export_cohort(
 
     settings = ExportOptions.from_keywords(source=source, format=format, **options)
     return _export_cohort(cohort, out, settings, split=split, skip_bad_slides=skip_bad_slides)
+
+
+def default_detector_path() -> Path:
+    """The bundled detector's directory (CosynthError when this build has none)."""
+    path = Path(__file__).resolve().parent / "assets" / "default-detector"
+    if not (path / "detector.json").is_file():
+        raise CosynthError("this build bundles no nuclei detector yet: pass --detector DIR (a directory with "
+                           "detector.json and detector.safetensors)")
+    return path
+
+
+def detect(
+    slide: str | Path,
+    out: str | Path,
+    *,
+    detector: str | Path | None = None,
+    slide_mpp: float | None = None,
+    window: int = 512,
+    min_tissue: float = 0.02,
+    threads: int | None = None,
+    overwrite: bool = False,
+    restart: bool = False,
+    progress: bool = False,
+):
+    """Detect the nuclei of a slide's tissue and write them as QuPath detections (GeoJSON), as
+    ``wsi-cosynth detect`` does. ``detector``: a detector directory (default: the bundled one);
+    ``window``: the window core in detector px. Returns a DetectResult (path, nuclei per class,
+    windows, Mpx, seconds)."""
+    from .detection import DetectOptions, detect_slide, load_detector
+    from .detection.slide_detect import detector_digest
+
+    folder = Path(detector) if detector is not None else default_detector_path()
+    net = load_detector(folder)
+    if threads:
+        import torch
+
+        torch.set_num_threads(int(threads))
+    options = DetectOptions(core=int(window), min_tissue=float(min_tissue))
+    return detect_slide(slide, out, net, digest=detector_digest(folder), slide_mpp=slide_mpp, options=options,
+                        overwrite=overwrite, restart=restart, progress=progress)

@@ -21,7 +21,7 @@ from .errors import CosynthError
 from .validation import strict_geometry
 
 # Order here is the order in `wsi-cosynth --help`.
-COMMANDS = ("export", "synthesize", "convert", "tiles", "layouts", "train", "evaluate")
+COMMANDS = ("export", "synthesize", "detect", "convert", "tiles", "layouts", "train", "evaluate")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -47,11 +47,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument("--sampler", choices=("ddpm", "ddim", "dpmpp_2m", "dpmpp_2m_sde"), default=None,
                    help="sampler (default: the model's)")
     g.add_argument("--spacing", choices=("linspace", "trailing"), default=None, help="step spacing (default: the model's)")
-    g.add_argument("--windows", choices=("shift", "overlap"), default="shift",
-                   help="window grid moving at random each step (shift, default) or fixed and overlapping")
-    g.add_argument("--overlap", type=int, default=None, help="px of overlap between windows (default: 0 with shift, 1/8 tile with overlap)")
+    g.add_argument("--windows", choices=("wrap", "shift", "overlap"), default="wrap",
+                   help="window grid moving at random each step, wrapping around the region's edges (wrap, "
+                        "default: the windows of independent tiles), pushed inside at the edges (shift), or "
+                        "fixed and overlapping (overlap)")
+    g.add_argument("--overlap", type=int, default=None,
+                   help="px of overlap between windows (default: 0 with wrap and shift, 1/8 tile with overlap)")
     g.add_argument("--chunk", type=int, default=None,
-                   help="side in px of the pieces a large region is sampled in (default: 8 tiles, 2048 px)")
+                   help="side in px of the pieces a large region is sampled in (default: 8 tiles less the "
+                        "half-tile margin each chunk shares with those before it, 1920 px)")
     g.add_argument("--batch-size", type=int, default=8, help="windows per network batch (default 8)")
     g.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     g.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")

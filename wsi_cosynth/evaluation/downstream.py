@@ -24,7 +24,7 @@ import numpy as np
 from ..errors import CosynthError
 from ..records import LabelledTile, Layout
 from ..taxonomy import Taxonomy
-from .segmenter import SegmenterConfig, predict_instances, train_segmenter
+from ..detection.segmenter import SegmenterConfig, predict_instances, train_segmenter
 
 ARMS = ("real_only", "real_plus_synthetic", "synthetic_only")
 PAIR_RADIUS_PX = 12.0  # HoVer-Net's detection pairing radius at 40x (compute_stats.py)

@@ -23,6 +23,7 @@ resumes at the chunk it was in (rerun the same command).
 from __future__ import annotations
 
 import hashlib
+import math
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -33,6 +34,8 @@ import torch
 from ..atomic import atomic_path, output_lock
 from ..errors import CosynthError
 from ..layouts.rasterize import rasterize_points
+from ..models.denoiser import unknown_class_id
+from ..records import UNCLASSIFIED
 from ..slide.writer import synthetic_description, write_pyramid_tiff
 from .region_fusion import Known, decode_image, sample_canvas
 from .region_instances import separate_region_instances
@@ -40,7 +43,7 @@ from .region_plan import RegionPlan, plan_region
 from .region_store import RegionStore
 from .synthetic import model_info
 from .window_plan import Chunk, WindowPlan, axis_starts, plan_chunks
-from .worker import cached_model, resolve_device
+from .worker import cached_model, large_blocks_returned, release_free_heap, resolve_device
 
 # px of one autoencoder decode in the decode pass: its full-resolution activations (~32 floats a
 # pixel) are the largest allocation of a run, so this bounds the peak memory with the chunk.
@@ -54,9 +57,10 @@ class RegionOptions:
     """How a region is sampled (sampling settings left None are the model's own).
 
     scheme, overlap, weights : the window plan (:class:`WindowPlan`); ``overlap`` None: 0 for
-        ``shift`` (the moving grid hides the borders; ~1x the windows of independent tiles), 1/8
-        of the model's tile for ``overlap``.
-    chunk : side in px of the pieces a large region is sampled in (the memory bound); None: 8 tiles.
+        ``wrap`` and ``shift`` (the moving grid hides the borders; ``wrap`` costs exactly the
+        windows of independent tiles), 1/8 of the model's tile for ``overlap``.
+    chunk : side in px of the cores of the pieces a large region is sampled in (the memory bound);
+        None: 8 tiles less the margin, so that a chunk's canvas (core + margin) is 8 windows a side.
     margin : px of earlier chunks each chunk sees and continues; None: half a tile.
     batch_size : windows per network batch.
     """
@@ -67,7 +71,7 @@ class RegionOptions:
     eta: float | None = None
     spacing: str | None = None
     guidance_interval: tuple[float, float] | None = None
-    scheme: str = "shift"
+    scheme: str = "wrap"
     overlap: int | None = None
     weights: str = "cosine"
     chunk: int | None = None
@@ -92,6 +96,8 @@ class RegionResult:
     n_windows: int
     seconds: float
     notes: tuple[str, ...] = field(default_factory=tuple)
+    # (y, x) canvas corners of the windows of each chunk's last step (chunks sampled by this call)
+    last_windows: tuple[tuple[int, int], ...] = ()
 
 
 def output_paths(out_dir: Path, stem: str) -> tuple[Path, Path, Path]:
@@ -114,26 +120,30 @@ def _known(store: RegionStore, chunk: Chunk, factor: int, device: torch.device) 
     return Known(image.to(device), distance.to(device), label.to(device), mask)
 
 
-def _chunk_points(plan: RegionPlan, chunk: Chunk) -> np.ndarray:
-    """(H, W) int64 point map of a chunk's canvas."""
+def _chunk_points(plan: RegionPlan, chunk: Chunk, n_classes: int) -> np.ndarray:
+    """(H, W) int64 point map of a chunk's canvas (nuclei of unknown class as K + 1, as the model's)."""
     y0, y1, x0, x1 = chunk.canvas
     inside = (plan.xy[:, 0] >= x0) & (plan.xy[:, 0] < x1) & (plan.xy[:, 1] >= y0) & (plan.xy[:, 1] < y1)
-    return rasterize_points(plan.xy[inside] - [x0, y0], plan.classes[inside], (y1 - y0, x1 - x0))
+    classes = np.where(plan.classes[inside] == UNCLASSIFIED, unknown_class_id(n_classes), plan.classes[inside])
+    return rasterize_points(plan.xy[inside] - [x0, y0], classes, (y1 - y0, x1 - x0))
 
 
 def _sample_chunks(model, plan: RegionPlan, store: RegionStore, chunks: list[Chunk], window_plan: WindowPlan,
-                   settings, options: RegionOptions, bar) -> int:
-    """Sample every unfinished chunk into ``store``; the number of network windows evaluated."""
+                   settings, options: RegionOptions, bar) -> tuple[int, list[tuple[int, int]]]:
+    """Sample every unfinished chunk into ``store``; the number of network windows evaluated and
+    the region-canvas corners of each chunk's last-step windows."""
     factor = plan.canvas_hw[0] // store.latent.shape[1]
     n_windows = 0
+    last: list[tuple[int, int]] = []
     for chunk in chunks:
         if store.is_done(chunk.index):
             continue
         y0, y1, x0, x1 = chunk.canvas
-        sample = sample_canvas(model, _chunk_points(plan, chunk), plan.tissue, window_plan, settings,
+        sample = sample_canvas(model, _chunk_points(plan, chunk, model.taxonomy.n_classes), plan.tissue, window_plan, settings,
                                seed=(options.seed, chunk.index), known=_known(store, chunk, factor, model.device),
                                batch_size=options.batch_size)
         n_windows += sample.n_windows
+        last += [(y0 + y, x0 + x) for y, x in sample.last_starts]
         state = sample.state
         cy0, cy1, cx0, cx1 = chunk.core
         ry0, ry1, rx0, rx1 = cy0 - y0, cy1 - y0, cx0 - x0, cx1 - x0
@@ -142,8 +152,11 @@ def _sample_chunks(model, plan: RegionPlan, store: RegionStore, chunks: list[Chu
         store.distance[cy0:cy1, cx0:cx1] = state.distance[0, 0, ry0:ry1, rx0:rx1].float().clamp(-1, 1).cpu().numpy()
         store.label[cy0:cy1, cx0:cx1] = state.label[0, ry0:ry1, rx0:rx1].cpu().numpy().astype(np.uint8)
         store.mark_done(chunk.index)
+        del sample, state
+        store.release_pages()
+        release_free_heap()
         bar.update(1)
-    return n_windows
+    return n_windows, last
 
 
 def _ramp(n: int, length: int) -> np.ndarray:
@@ -154,14 +167,30 @@ def _ramp(n: int, length: int) -> np.ndarray:
     return r
 
 
+def even_blocks(length: int, max_block: int, overlap: int, cell: int) -> tuple[int, list[int]]:
+    """(size, starts) of the fewest equal blocks of at most ``max_block`` px (multiples of ``cell``)
+    that cover [0, ``length``) with neighbours overlapping by at least ``overlap`` px.
+
+    Equal blocks spread evenly instead of full-size blocks with the last one pushed inside: at a
+    1000-px region, 512-px blocks every 448 px decoded 2.4x the region's pixels, three 376-px
+    blocks a side 1.3x.
+    """
+    if length <= max_block:
+        return length, [0]
+    n = math.ceil((length - overlap) / (max_block - overlap))
+    size = min(max_block, math.ceil((length + (n - 1) * overlap) / n / cell) * cell)
+    starts = sorted({round(i * (length - size) / (n - 1) / cell) * cell for i in range(n - 1)} | {length - size})
+    return size, starts
+
+
 def _decode_region(model, plan: RegionPlan, store: RegionStore) -> None:
     """Decode the region's image in overlapping blocks; each block fades into those decoded before it."""
     h, w = plan.canvas_hw
     factor = h // store.latent.shape[1]
-    bh, bw = min(DECODE_BLOCK, h), min(DECODE_BLOCK, w)
-    # Blocks of one size (the last ones pushed inside), so that none is decoded from a sliver.
-    for y in axis_starts(h, bh, max(factor, (bh - DECODE_RAMP) // factor * factor)):
-        for x in axis_starts(w, bw, max(factor, (bw - DECODE_RAMP) // factor * factor)):
+    bh, ys = even_blocks(h, DECODE_BLOCK, DECODE_RAMP, factor)
+    bw, xs = even_blocks(w, DECODE_BLOCK, DECODE_RAMP, factor)
+    for y in ys:
+        for x in xs:
             y1, x1 = y + bh, x + bw
             latent = torch.as_tensor(np.array(store.latent[:, y // factor:y1 // factor, x // factor:x1 // factor]))[None]
             rgb = decode_image(model, latent.to(model.device)).astype(np.float32)
@@ -170,21 +199,10 @@ def _decode_region(model, plan: RegionPlan, store: RegionStore) -> None:
             weight = (ry[:, None] * rx[None, :])[:, :, None]
             old = np.asarray(store.image[y:y1, x:x1], dtype=np.float32)
             store.image[y:y1, x:x1] = np.clip(np.round(weight * rgb + (1 - weight) * old), 0, 255).astype(np.uint8)
+            del latent, rgb, old
+            store.release_pages()
+            release_free_heap()  # each block's ~100 MiB of decoder activations, not a growing heap
     store.image.flush()
-
-
-class _StackedMaps:
-    """(H, W, 2) uint32 view of the label and instance maps for the pyramid writer, read lazily."""
-
-    def __init__(self, label: np.ndarray, instances: np.ndarray) -> None:
-        self.label, self.instances = label, instances
-        self.shape = (*label.shape, 2)
-        self.dtype = np.dtype(np.uint32)
-        self.ndim = 3
-        self.nbytes = int(np.prod(self.shape)) * 4
-
-    def __getitem__(self, key: tuple[slice, slice]) -> np.ndarray:
-        return np.stack([np.asarray(self.label[key], dtype=np.uint32), np.asarray(self.instances[key])], axis=-1)
 
 
 def _params(plan: RegionPlan, digest: str, settings, options: RegionOptions, device_kind: str) -> dict:
@@ -246,10 +264,10 @@ def synthesize_region(
     net = cached_model(str(info.path), device, info.digest)
     cell = int(net.config.model.unshuffle)  # window and chunk corners fall on the latent / unshuffle grid
     window = info.tile_size
-    default_overlap = 0 if options.scheme == "shift" else window // 8 // cell * cell
+    default_overlap = 0 if options.scheme in ("wrap", "shift") else window // 8 // cell * cell
+    margin = window // 2 // cell * cell if options.margin is None else options.margin
     options = replace(options, overlap=default_overlap if options.overlap is None else options.overlap,
-                      chunk=8 * window if options.chunk is None else options.chunk,
-                      margin=window // 2 // cell * cell if options.margin is None else options.margin)
+                      chunk=8 * window - margin if options.chunk is None else options.chunk, margin=margin)
     try:
         window_plan = WindowPlan(window=window, cell=cell, scheme=options.scheme, overlap=options.overlap,  # type: ignore[arg-type]
                                  weights=options.weights)  # type: ignore[arg-type]
@@ -260,7 +278,7 @@ def synthesize_region(
                            f"(got {options.chunk}, {options.margin})")
     plan = plan_region(slide, taxonomy=info.taxonomy, model_mpp=float(info.mpp), window=window, cell=cell,
                        annotations=annotations, region=region, slide_mpp=slide_mpp, tissue=tissue,
-                       class_map=class_map, default_class=default_class)
+                       class_map=class_map, default_class=default_class, unknown_class=net.supports_unknown_class)
     out_dir = Path(out)
     paths = output_paths(out_dir, plan.stem)
     existing = [p for p in paths if p.exists()]
@@ -280,21 +298,24 @@ def synthesize_region(
                    desc=f"synthesize {plan.stem}", unit="step", dynamic_ncols=True)
         try:
             try:
-                n_windows = _sample_chunks(net, plan, store, chunks, window_plan, settings, options, bar)
+                n_windows, last_windows = _sample_chunks(net, plan, store, chunks, window_plan, settings, options, bar)
             except BaseException:
                 if not store.done:
                     store.remove()  # nothing to resume from: leave no trace
                 raise
-            _decode_region(net, plan, store)
+            with large_blocks_returned():
+                _decode_region(net, plan, store)
             meta = {"source": plan.source, "region_level0": list(plan.region_level0), "source_mpp": plan.slide_mpp,
                     "mpp": plan.mpp, "model": info.digest, "tissue": plan.tissue, "seed": options.seed,
                     "sampler": settings.sampler, "steps": settings.steps, "scheme": options.scheme}
-            with atomic_path(paths[1]) as tmp, open(tmp, "w") as fh:
+            with atomic_path(paths[1]) as tmp, open(tmp, "w") as fh, large_blocks_returned():
                 nuclei = separate_region_instances(store, plan, info.taxonomy, fh, block=INSTANCE_BLOCK,
                                                    on_block=lambda: bar.update(1))
-            write_pyramid_tiff(paths[0], store.image[:h, :w], mpp=plan.mpp, description=synthetic_description(meta))
+            store.close()  # the writers read the maps through MapReader, a fresh mapping per read
+            write_pyramid_tiff(paths[0], store.reader("image", rows=h, cols=w), mpp=plan.mpp,
+                               description=synthetic_description(meta))
             labels_meta = {**meta, "channels": ["semantic", "instance"], "classes": list(info.taxonomy.names)}
-            write_pyramid_tiff(paths[2], _StackedMaps(store.label[:h, :w], store.instances[:h, :w]), mpp=plan.mpp,
+            write_pyramid_tiff(paths[2], store.reader("label", "instances", rows=h, cols=w).astype(np.uint32), mpp=plan.mpp,
                                description=synthetic_description(labels_meta), compression="deflate", downsample="nearest")
         finally:
             bar.close()
@@ -305,4 +326,4 @@ def synthesize_region(
     return RegionResult(slide=paths[0], geojson=paths[1], labels=paths[2], size_hw=plan.size_hw,
                         region_level0=plan.region_level0, mpp=plan.mpp, n_points=len(plan.classes),
                         n_nuclei=nuclei.n_nuclei, n_chunks=len(chunks), n_windows=n_windows,
-                        seconds=time.perf_counter() - start, notes=tuple(notes))
+                        seconds=time.perf_counter() - start, notes=tuple(notes), last_windows=tuple(last_windows))

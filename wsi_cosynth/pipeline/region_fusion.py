@@ -30,8 +30,35 @@ from ..diffusion.joint import JointPrediction, JointState
 from ..diffusion.samplers import sample_steps
 from ..diffusion.schedules import strided_timesteps
 from ..models.config import SampleConfig
-from ..models.text import build_prompt
-from .window_plan import WindowPlan, axis_starts, window_weight
+from ..models.denoiser import unknown_class_id
+from ..models.text import UNCLASSIFIED_WORD, build_prompt
+from .window_plan import WindowPlan, axis_starts, window_index, window_weight
+
+
+def _window_indices(shape_hw: tuple[int, int], y: int, x: int, size: int) -> tuple[slice | np.ndarray, slice | np.ndarray]:
+    """Row and column positions of a ``size`` px window at (``y``, ``x``) on a grid of ``shape_hw``
+    (a wrapped window's positions continue at the opposite edge: ``"wrap"`` plans)."""
+    return window_index(y, size, shape_hw[0]), window_index(x, size, shape_hw[1])
+
+
+def crop_window(t: torch.Tensor, y: int, x: int, size: int) -> torch.Tensor:
+    """The (..., size, size) window of ``t`` at (``y``, ``x``) in its own grid, wrapped at the edges."""
+    iy, ix = _window_indices(t.shape[-2:], y, x, size)
+    rows = t[..., iy, :] if isinstance(iy, slice) else t.index_select(-2, torch.as_tensor(iy, device=t.device))
+    return rows[..., ix] if isinstance(ix, slice) else rows.index_select(-1, torch.as_tensor(ix, device=t.device))
+
+
+def add_window(acc: torch.Tensor, y: int, x: int, value: torch.Tensor) -> None:
+    """``acc[..., window] += value`` for the window of ``value``'s size at (``y``, ``x``), wrapped."""
+    size = value.shape[-1]
+    iy, ix = _window_indices(acc.shape[-2:], y, x, size)
+    if isinstance(iy, slice) and isinstance(ix, slice):
+        acc[..., iy, ix] += value
+        return
+    ry = np.arange(iy.start, iy.stop) if isinstance(iy, slice) else iy
+    rx = np.arange(ix.start, ix.stop) if isinstance(ix, slice) else ix
+    # Positions within one window are distinct (size <= the canvas side), so += adds each once.
+    acc[..., torch.as_tensor(ry, device=acc.device)[:, None], torch.as_tensor(rx, device=acc.device)[None, :]] += value
 
 
 @dataclass(frozen=True)
@@ -91,6 +118,7 @@ class FusedPrediction:
         self._weight_pixels = torch.as_tensor(window_weight(s, plan.weights), device=self.device)
         self._weights_by_factor: dict[int, torch.Tensor] = {}
         self.n_windows = 0  # network windows evaluated so far (conditional passes)
+        self.last_starts: list[tuple[int, int]] = []  # the windows of the latest step (its output is the sample's)
 
     def _weight(self, factor: int) -> torch.Tensor:
         """The window weights on a grid ``factor`` times coarser than pixels."""
@@ -102,11 +130,18 @@ class FusedPrediction:
     def _text_for(self, classes: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
         """(1, D) conditional and null text of the prompt naming ``classes``, encoded once."""
         if classes not in self._text:
-            names = [self.model.taxonomy.name_of(c) for c in classes]
+            unknown = unknown_class_id(self.model.taxonomy.n_classes)
+            names = [UNCLASSIFIED_WORD if c == unknown else self.model.taxonomy.name_of(c) for c in classes]
             prompt = build_prompt(self.tissue, names, self.prompt_generator)
             keep = torch.ones(1, dtype=torch.bool)
             self._text[classes] = (self.model.encode_text([prompt], keep), self.model.encode_text([prompt], ~keep))
         return self._text[classes]
+
+    def _window_classes(self, y: int, x: int, size: int) -> tuple[int, ...]:
+        """The classes of the points in a window (wrapped at the canvas edges)."""
+        rows, cols = (np.arange(i.start, i.stop) if isinstance(i, slice) else i
+                      for i in _window_indices(self.points.shape, y, x, size))
+        return tuple(int(c) for c in np.unique(self.points[np.ix_(rows, cols)]) if c > 0)
 
     def __call__(self, x_t: JointState, t: torch.Tensor) -> JointPrediction:
         h, w = x_t.label.shape[-2:]
@@ -121,18 +156,18 @@ class FusedPrediction:
         sum_pix = torch.zeros((1, 1, h, w), dtype=torch.float32, device=x_t.label.device)
         w_img, w_pix = self._weight(f_img), self._weight_pixels
         starts = self.plan.starts((h, w), self.window_generator)
+        self.last_starts = starts
         for i in range(0, len(starts), self.batch_size):
             batch = starts[i:i + self.batch_size]
             si = s // f_img
             xw = JointState(
-                torch.cat([x_t.image[..., y // f_img:y // f_img + si, x // f_img:x // f_img + si] for y, x in batch]),
-                torch.cat([x_t.distance[..., y:y + s, x:x + s] for y, x in batch]),
-                torch.cat([x_t.label[..., y:y + s, x:x + s] for y, x in batch]),
+                torch.cat([crop_window(x_t.image, y // f_img, x // f_img, si) for y, x in batch]),
+                torch.cat([crop_window(x_t.distance, y, x, s) for y, x in batch]),
+                torch.cat([crop_window(x_t.label, y, x, s) for y, x in batch]),
             )
             sp = s // f_pts
-            feats = torch.cat([self.features[..., y // f_pts:y // f_pts + sp, x // f_pts:x // f_pts + sp] for y, x in batch])
-            texts = [self._text_for(tuple(int(c) for c in np.unique(self.points[y:y + s, x:x + s]) if c > 0))
-                     for y, x in batch]
+            feats = torch.cat([crop_window(self.features, y // f_pts, x // f_pts, sp) for y, x in batch])
+            texts = [self._text_for(self._window_classes(y, x, s)) for y, x in batch]
             text = torch.cat([c for c, _ in texts])
             null = torch.cat([u for _, u in texts])
             tb = t[:1].expand(len(batch))
@@ -141,11 +176,11 @@ class FusedPrediction:
             self.n_windows += len(batch)
             for j, (y, x) in enumerate(batch):
                 yi, xi = y // f_img, x // f_img
-                acc_img[..., yi:yi + si, xi:xi + si] += pred.eps_image[j].float() * w_img
-                sum_img[..., yi:yi + si, xi:xi + si] += w_img
-                acc_dist[..., y:y + s, x:x + s] += pred.eps_distance[j].float() * w_pix
-                acc_label[..., y:y + s, x:x + s] += pred.log_x0_label[j].float() * w_pix
-                sum_pix[..., y:y + s, x:x + s] += w_pix
+                add_window(acc_img, yi, xi, pred.eps_image[j].float() * w_img)
+                add_window(sum_img, yi, xi, w_img[None, None].expand(1, 1, si, si))
+                add_window(acc_dist, y, x, pred.eps_distance[j].float() * w_pix)
+                add_window(acc_label, y, x, pred.log_x0_label[j].float() * w_pix)
+                add_window(sum_pix, y, x, w_pix[None, None].expand(1, 1, s, s))
         eps_image = acc_img / sum_img
         eps_distance = acc_dist / sum_pix
         log_x0 = torch.log_softmax(acc_label / sum_pix, dim=1)
@@ -171,10 +206,12 @@ class FusedPrediction:
 @dataclass(frozen=True)
 class CanvasSample:
     """A sampled canvas in the model's spaces: image (1, C, h, w) latent or pixels, distance
-    (1, 1, H, W) in [-1, 1], label (1, H, W) int64; ``n_windows`` network windows it took."""
+    (1, 1, H, W) in [-1, 1], label (1, H, W) int64; ``n_windows`` network windows it took;
+    ``last_starts`` the (y, x) corners of the last step's windows (where a seam would show)."""
 
     state: JointState
     n_windows: int
+    last_starts: tuple[tuple[int, int], ...] = ()
 
 
 def sample_canvas(
@@ -212,7 +249,7 @@ def sample_canvas(
         state = sample_steps(fused, (1, h, w), model.process, timesteps=timesteps, method=settings.sampler,
                              eta=settings.eta, generator=noise_gen, device=device, callback=callback,
                              image_shape=image_shape)
-    return CanvasSample(state=state, n_windows=fused.n_windows)
+    return CanvasSample(state=state, n_windows=fused.n_windows, last_starts=tuple(fused.last_starts))
 
 
 def decode_image(model, image: torch.Tensor, *, tile: int = 1024, overlap: int = 64) -> np.ndarray:

@@ -25,6 +25,7 @@ from ..records import LabelledTile, Provenance, SlidePlacement
 from ..taxonomy import Taxonomy
 from .region_plan import RegionPlan
 from .region_store import RegionStore
+from .worker import release_free_heap
 
 _HEAD, _TAIL = '{"type":"FeatureCollection","features":[', "]}"
 
@@ -62,7 +63,7 @@ def separate_region_instances(
     region's output area (``plan.size_hw``) from ``store``; ``on_block`` is called after each block.
     """
     h, w = plan.size_hw
-    store.instances[:] = 0  # a rerun of this pass starts from nothing (first-writer-wins below)
+    store.clear_instances()  # a rerun of this pass starts from nothing (first-writer-wins below)
     classes_out: list[np.ndarray] = []
     next_id = 1
     geojson.write(_HEAD)
@@ -101,6 +102,9 @@ def separate_region_instances(
                     first = False
             classes_out.append(tile_classes)
             next_id += len(kept)
+            del painted
+            store.release_pages()
+            release_free_heap()
             if on_block is not None:
                 on_block()
     geojson.write(_TAIL)

@@ -105,11 +105,14 @@ def plan_region(
     tissue: str | None = None,
     class_map: dict[str, str] | None = None,
     default_class: str | None = None,
+    unknown_class: bool = False,
 ) -> RegionPlan:
     """Decide the region, its canvas and its points (see :class:`RegionPlan`).
 
     ``region`` None: the bounding box of the slide's tissue. Unclassified nuclei (MoNuSeg) take
-    ``default_class``, or without it the model's class "other" when it has one (said in the notes).
+    ``default_class``; without it they stay unclassified (``records.UNCLASSIFIED``) for a model
+    with an unknown class (``unknown_class``), else take the model's class "other" when it has
+    one (said in the notes).
 
     Raises
     ------
@@ -132,12 +135,14 @@ def plan_region(
             xy, kept = tile_points(table, idx, box[:2], scale, size_hw)
             names = table.classes[kept]
             unclassified = np.array([is_unclassified(str(n)) for n in names], dtype=bool)
-            if default_class is None and unclassified.any():
+            keep_unclassified = unknown_class and default_class is None
+            if default_class is None and unclassified.any() and not keep_unclassified:
                 names_lower = [n.lower() for n in taxonomy.names]
                 default_class = "other" if "other" in names_lower else taxonomy.names[0]
                 notes.append(f"{int(unclassified.sum())} nuclei without a class were given class {default_class!r} "
                              "(--default-class to choose another)")
-            lookup = class_lookup(table, taxonomy, with_default_class(class_map, default_class))
+            lookup = class_lookup(table, taxonomy, with_default_class(class_map, default_class),
+                                  unclassified=keep_unclassified)
             classes = np.array([lookup[str(n)] for n in names], dtype=np.int64)
         tissue_word = tissue
         if tissue_word is None and table is not None and len(table.regions):

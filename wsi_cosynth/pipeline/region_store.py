@@ -49,11 +49,41 @@ class RegionStore:
             self.path.mkdir(parents=True, exist_ok=True)
             self._write_manifest()
         f = int(image_factor)
-        self.latent = self._map("latent.f32", np.float32, (image_channels, h // f, w // f))
-        self.distance = self._map("distance.f16", np.float16, (h, w))
-        self.label = self._map("label.u8", np.uint8, (h, w))
-        self.image = self._map("image.u8", np.uint8, (h, w, 3))
-        self.instances = self._map("instances.u32", np.uint32, (h, w))
+        self._layout = {"latent": ("latent.f32", np.float32, (image_channels, h // f, w // f)),
+                        "distance": ("distance.f16", np.float16, (h, w)),
+                        "label": ("label.u8", np.uint8, (h, w)),
+                        "image": ("image.u8", np.uint8, (h, w, 3)),
+                        "instances": ("instances.u32", np.uint32, (h, w))}
+        self._map_all()
+
+    def _map_all(self) -> None:
+        for attr, (name, dtype, shape) in self._layout.items():
+            setattr(self, attr, self._map(name, dtype, shape))
+
+    def release_pages(self) -> None:
+        """Flush every map and map it afresh, so that the pages a pass has touched leave this
+        process's resident memory (they stay in the files and the page cache). Called after each
+        chunk and block: otherwise the resident set grows by ~13 bytes per pixel processed, and
+        the peak memory with the region's area."""
+        self.close()
+        self._map_all()
+
+    def clear_instances(self) -> None:
+        """Zero the instance map without touching its pages (the file is truncated and regrown,
+        sparse): a rerun of the instance pass starts from nothing."""
+        name, dtype, shape = self._layout["instances"]
+        self.instances.flush()
+        self.instances = None
+        file = self.path / name
+        with open(file, "r+b") as fh:
+            fh.truncate(0)
+            fh.truncate(int(np.prod(shape)) * np.dtype(dtype).itemsize)
+        self.instances = self._map(name, dtype, shape)
+
+    def reader(self, *attrs: str, rows: int | None = None, cols: int | None = None) -> "MapReader":
+        """A read-only view of maps (several: stacked as channels) cut to ``rows`` x ``cols``, that maps
+        its files afresh for every read, for writers that read a whole map once (the pyramid)."""
+        return MapReader([(self.path / self._layout[a][0], *self._layout[a][1:]) for a in attrs], rows, cols)
 
     def _map(self, name: str, dtype: type, shape: tuple[int, ...]) -> np.memmap:
         file = self.path / name
@@ -87,3 +117,35 @@ class RegionStore:
     def remove(self) -> None:
         self.close()
         shutil.rmtree(self.path, ignore_errors=True)
+
+
+class MapReader:
+    """(H, W, C) view of one or more raw maps of equal (H, W), read lazily: each ``[rows, cols]``
+    read maps the files, copies the slice and unmaps them, so reading a whole region leaves no
+    pages resident (a plain memmap keeps every page it has read). Maps of one channel are stacked
+    as channels, converted to the first map's dtype unless ``dtype`` is given."""
+
+    def __init__(self, maps: list[tuple[Path, type, tuple[int, ...]]], rows: int | None = None,
+                 cols: int | None = None, dtype: type | None = None) -> None:
+        self.maps = maps
+        h, w = maps[0][2][:2]
+        channels = sum(shape[2] if len(shape) == 3 else 1 for _, _, shape in maps)
+        self.shape = (h if rows is None else rows, w if cols is None else cols, channels)
+        self.dtype = np.dtype(dtype or maps[0][1])
+        self.ndim = 3
+        self.nbytes = int(np.prod(self.shape)) * self.dtype.itemsize
+
+    def astype(self, dtype: type) -> "MapReader":
+        return MapReader(self.maps, self.shape[0], self.shape[1], dtype)
+
+    def __getitem__(self, key: tuple[slice, slice]) -> np.ndarray:
+        ys, xs = key if isinstance(key, tuple) else (key, slice(None))
+        ys = slice(*ys.indices(self.shape[0]))
+        xs = slice(*xs.indices(self.shape[1]))
+        parts = []
+        for file, dtype, shape in self.maps:
+            m = np.memmap(file, dtype=dtype, mode="r", shape=shape)
+            part = np.array(m[ys, xs], dtype=self.dtype)
+            del m
+            parts.append(part if part.ndim == 3 else part[..., None])
+        return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=-1)

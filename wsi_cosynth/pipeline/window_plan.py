@@ -5,8 +5,15 @@ Frames: every box here is in pixels of the synthesis canvas at the model's resol
 col) = (y, x), half-open. All window and chunk corners are multiples of ``cell`` (the latent
 factor / pixel-unshuffle of the model), so a window's latent, distance and label crops align.
 
-Two window schemes (MultiDiffusion, Bar-Tal et al. 2023; DiffInfinite, Aversa et al. 2023):
+Three window schemes (MultiDiffusion, Bar-Tal et al. 2023; DiffInfinite, Aversa et al. 2023):
 
+- ``"wrap"``: the canvas is treated as a torus: ceil(side / stride) windows a side, evenly
+  spaced from an origin drawn at random at every step, and a window that runs off one edge
+  continues at the opposite one. No window is pushed inside at the edges, so a canvas of n x n
+  tiles costs exactly the n^2 windows of n^2 independent tiles per step (``"shift"`` needs
+  (n + 1)^2 whenever its offset is not zero: 2.25x at a 512-px canvas). The price: the two edges
+  of the canvas see each other as context, so the region continues across its own edges (only
+  visible if the output is tiled periodically). The default.
 - ``"shift"``: a grid of windows whose origin moves by a random offset at every step; a border
   that lies between two windows at one step lies inside a window at the next, so no border
   persists. With ``overlap`` 0, about one window per window-area (plus the windows pushed
@@ -28,8 +35,8 @@ from typing import Literal
 import numpy as np
 import torch
 
-Scheme = Literal["shift", "overlap"]
-SCHEMES = ("shift", "overlap")
+Scheme = Literal["wrap", "shift", "overlap"]
+SCHEMES = ("wrap", "shift", "overlap")
 Weights = Literal["uniform", "cosine", "gaussian"]
 WEIGHTS = ("uniform", "cosine", "gaussian")
 # The smallest window weight: a pixel seen by one window only (a canvas corner) still gets its
@@ -54,6 +61,27 @@ def axis_starts(length: int, window: int, stride: int, offset: int = 0) -> list[
     if starts[-1] != last:  # the grid must reach the far edge
         starts.append(last)
     return starts
+
+
+def wrapped_starts(length: int, window: int, stride: int, cell: int, offset: int = 0) -> list[int]:
+    """Window starts on a circle of ``length`` px: ceil(length / stride) windows of ``window`` px,
+    spaced as evenly as the ``cell`` grid allows, the first at ``offset``; each start in
+    [0, length), a window past ``length`` continuing at 0. ``length`` >= ``window``."""
+    if length < window:
+        raise ValueError(f"canvas side {length} px is smaller than the window {window} px")
+    if not 0 < stride <= window:
+        raise ValueError(f"stride must be in 1..{window}, got {stride}")
+    n = math.ceil(length / stride)
+    cells = length // cell
+    return [(int(offset) + round(i * cells / n) * cell) % length for i in range(n)]
+
+
+def window_index(start: int, window: int, length: int) -> slice | np.ndarray:
+    """The canvas positions of a window along one axis: a slice when it lies inside the canvas,
+    else the wrapped positions (``start`` .. ``start + window`` modulo ``length``)."""
+    if start + window <= length:
+        return slice(start, start + window)
+    return (start + np.arange(window)) % length
 
 
 def window_weight(window: int, kind: Weights) -> np.ndarray:
@@ -82,14 +110,14 @@ class WindowPlan:
 
     window : window side in px (the model's tile size).
     cell : every start is a multiple of it (the model's latent factor / unshuffle).
-    scheme : ``"shift"`` or ``"overlap"`` (module docstring).
+    scheme : ``"wrap"``, ``"shift"`` or ``"overlap"`` (module docstring).
     overlap : px of overlap between neighbouring windows.
     weights : how a window's prediction is weighted in the average (:func:`window_weight`).
     """
 
     window: int
     cell: int = 1
-    scheme: Scheme = "shift"
+    scheme: Scheme = "wrap"
     overlap: int = 0
     weights: Weights = "uniform"
 
@@ -105,10 +133,20 @@ class WindowPlan:
         """(y, x) top-left corners of this step's windows on a canvas of (H, W) px.
 
         ``"shift"`` draws the grid's offset (a multiple of ``cell`` in [0, stride)) from
-        ``generator`` (None: offset 0, the plain grid).
+        ``generator`` (None: offset 0, the plain grid); ``"wrap"`` draws its origin anywhere on
+        the canvas (a multiple of ``cell``), and its windows may run off the far edges
+        (:func:`window_index` gives their wrapped positions).
         """
         h, w = canvas_hw
         stride = self.window - self.overlap
+        if self.scheme == "wrap":
+            oy = ox = 0
+            if generator is not None:
+                oy = int(torch.randint(0, h // self.cell, (1,), generator=generator)) * self.cell
+                ox = int(torch.randint(0, w // self.cell, (1,), generator=generator)) * self.cell
+            ys = wrapped_starts(h, self.window, stride, self.cell, oy)
+            xs = wrapped_starts(w, self.window, stride, self.cell, ox)
+            return [(y, x) for y in ys for x in xs]
         oy = ox = 0
         if self.scheme == "shift" and generator is not None:
             oy, ox = (int(v) * self.cell for v in torch.randint(0, stride // self.cell, (2,), generator=generator))

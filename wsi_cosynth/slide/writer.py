@@ -31,7 +31,7 @@ SYNTHETIC_TAG = "wsi-cosynth synthetic slide"
 Downsample = Literal["mean", "nearest"]
 # A coarser level larger than this many bytes is built in a memory-mapped file, not in memory.
 _IN_MEMORY_LEVEL_BYTES = 64 << 20
-_STRIP_ROWS = 512
+_HALVE_BLOCK = 256  # output px a side of one block of a level being halved (its float copy: 6 MiB)
 
 
 def block_mean(image: np.ndarray, factor: int) -> np.ndarray:
@@ -105,8 +105,9 @@ def _tiles(level: np.ndarray, tile: int) -> Iterator[np.ndarray]:
 
 
 def _halve(src: np.ndarray, mode: Downsample, scratch: Path) -> np.ndarray:
-    """Level k+1 of level k: 2 x 2 block mean (``mean``) or top-left sample (``nearest``), built in row
-    strips; in a memory-mapped file under ``scratch`` when large."""
+    """Level k+1 of level k: 2 x 2 block mean (``mean``) or top-left sample (``nearest``), built in
+    blocks of _HALVE_BLOCK x _HALVE_BLOCK output pixels (memory bounded whatever the slide's width);
+    in a memory-mapped file under ``scratch`` when large."""
     h, w = src.shape[0] // 2, src.shape[1] // 2
     shape = (h, w, *src.shape[2:])
     nbytes = int(np.prod(shape)) * src.dtype.itemsize
@@ -117,14 +118,16 @@ def _halve(src: np.ndarray, mode: Downsample, scratch: Path) -> np.ndarray:
         dst = np.memmap(name, dtype=src.dtype, mode="r+", shape=shape)
     else:
         dst = np.empty(shape, dtype=src.dtype)
-    for y in range(0, h, _STRIP_ROWS):
-        rows = np.asarray(src[2 * y:2 * min(h, y + _STRIP_ROWS), :2 * w])
-        if mode == "mean":
-            strip = rows if rows.ndim == 3 else rows[..., None]
-            out = block_mean(strip, 2)
-            dst[y:y + out.shape[0]] = out if rows.ndim == 3 else out[..., 0]
-        else:
-            dst[y:y + rows.shape[0] // 2] = rows[::2, ::2]
+    for y in range(0, h, _HALVE_BLOCK):
+        y1 = min(h, y + _HALVE_BLOCK)
+        for x in range(0, w, _HALVE_BLOCK):
+            x1 = min(w, x + _HALVE_BLOCK)
+            block = np.asarray(src[2 * y:2 * y1, 2 * x:2 * x1])
+            if mode == "mean":
+                out = block_mean(block if block.ndim == 3 else block[..., None], 2)
+                dst[y:y1, x:x1] = out if block.ndim == 3 else out[..., 0]
+            else:
+                dst[y:y1, x:x1] = block[::2, ::2]
     return dst
 
 
@@ -173,7 +176,7 @@ def write_pyramid_tiff(
                           photometric="rgb" if rgb else "minisblack", planarconfig="contig",
                           resolution=(per_cm, per_cm), resolutionunit="CENTIMETER",
                           subfiletype=0 if factor == 1 else 1, description=description if factor == 1 else None,
-                          metadata=None, **options)
+                          metadata=None, maxworkers=1, **options)
                 if max(h, w) <= tile or min(h, w) < 2:
                     break
                 level, factor = _halve(level, downsample, Path(scratch)), factor * 2

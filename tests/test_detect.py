@@ -1,0 +1,163 @@
+"""``wsi-cosynth detect``: a real (tiny) detector trained here on generated nuclei, run over slides
+in windows; nuclei on window borders written once, resume after a kill, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from slide_fixtures import write_svs
+from wsi_cosynth.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+PINK, PURPLE = np.array([236, 200, 222]), np.array([90, 50, 140])
+RADIUS = 5
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
+
+
+def _disc_image(h: int, w: int, centres: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(H, W, 3) uint8 pink background with purple discs at ``centres`` (x, y), and their instances."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:h, :w] + 0.5
+    instances = np.zeros((h, w), np.int32)
+    for k, (x, y) in enumerate(centres, start=1):
+        instances[(np.hypot(xx - x, yy - y) <= RADIUS) & (instances == 0)] = k
+    image = np.where(instances[..., None] > 0, PURPLE, PINK) + rng.normal(0, 6, (h, w, 3))
+    return np.clip(image, 0, 255).astype(np.uint8), instances
+
+
+def _spread(n: int, h: int, w: int, rng: np.random.Generator, gap: float = 20) -> np.ndarray:
+    """Up to ``n`` disc centres at least ``gap`` px apart (as many as 20,000 draws place)."""
+    out: list[np.ndarray] = []
+    for _ in range(20000):
+        if len(out) == n:
+            break
+        c = rng.uniform(RADIUS + 2, [w - RADIUS - 2, h - RADIUS - 2])
+        if all(np.hypot(*(c - o)) >= gap for o in out):
+            out.append(c)
+    return np.array(out)
+
+
+@pytest.fixture(scope="module")
+def detector_dir(tmp_path_factory) -> Path:
+    """A detector trained here for ~10 s on generated discs: it finds them all."""
+    from wsi_cosynth.detection import Detector
+    from wsi_cosynth.detection.segmenter import SegmenterConfig, train_segmenter
+    from wsi_cosynth.records import LabelledTile, Provenance
+    from wsi_cosynth.taxonomy import get_taxonomy
+
+    nucleus = get_taxonomy("nucleus")
+    rng = np.random.default_rng(0)
+    tiles = []
+    for i in range(12):
+        image, inst = _disc_image(64, 64, _spread(5, 64, 64, rng, gap=14), seed=i)
+        tiles.append(LabelledTile(image=image, instances=inst, classes=np.ones(int(inst.max()), np.int64),
+                                  taxonomy=nucleus, provenance=Provenance(name=f"d{i}", mpp=0.5)))
+    config = SegmenterConfig(widths=(8, 16, 32), steps=160, batch_size=8, crop=64, lr=5e-3, threads=1, h=0.1)
+    net = train_segmenter(tiles, 1, config)
+    return Detector(net, nucleus, mpp=0.5, h=0.1, widths=(8, 16, 32)).save(tmp_path_factory.mktemp("det") / "d")
+
+
+def _feature_centres(path: Path) -> np.ndarray:
+    features = json.loads(path.read_text())["features"]
+    assert all(f["geometry"]["type"] == "Polygon" for f in features)
+    return np.array([np.mean(f["geometry"]["coordinates"][0][:-1], axis=0) for f in features]).reshape(-1, 2)
+
+
+def test_nuclei_on_window_borders_are_written_once(detector_dir, tmp_path):
+    """Windows of 64 px: discs centred on the lines x, y = 64, 128, 192 (and their crossings) and
+    discs inside windows; each is written exactly once, with its class and a confidence."""
+    lines = [64.0, 128.0, 192.0]
+    on_border = [(x, y) for x in lines for y in (30.0, 100.0, 160.0, 225.0)] + \
+                [(x, y) for y in lines for x in (30.0, 96.0, 225.0)] + [(128.0, 128.0)]
+    inside = [(96.0, 30.0), (30.0, 160.0), (160.0, 96.0)]
+    centres = np.array(on_border + inside)
+    image, _ = _disc_image(256, 256, centres, seed=9)
+    slide = write_svs(tmp_path / "discs.svs", image, mpp=0.5)
+    out = tmp_path / "nuclei.geojson"
+    assert main(["detect", "--slide", str(slide), "--out", str(out), "--detector", str(detector_dir), "--window", "64",
+                 "--min-tissue", "0", "--no-progress", "--threads", "1"]) == 0
+    found = _feature_centres(out)
+    distance = np.hypot(*(found[:, None, :] - centres[None, :, :]).transpose(2, 0, 1))
+    assert distance.min(axis=0).max() < 3, "a disc was lost"  # every disc found
+    assert (distance < 4).sum(axis=0).tolist() == [1] * len(centres), "a disc was written twice"
+    assert len(found) == len(centres)
+    props = [f["properties"] for f in json.loads(out.read_text())["features"]]
+    assert all(p["classification"]["name"] == "nucleus" for p in props)
+    assert all(0.5 < p["measurements"]["Detection confidence"] <= 1 for p in props)
+    assert not list(tmp_path.glob(".*"))  # no work directory or lock left
+
+
+def test_the_output_is_read_back_as_annotations(detector_dir, tmp_path):
+    """What detect writes, export reads as annotations: the nuclei come back as a real dataset."""
+    rng = np.random.default_rng(3)
+    image, _ = _disc_image(128, 128, _spread(10, 128, 128, rng), seed=3)
+    slide = write_svs(tmp_path / "s.svs", image, mpp=0.5)
+    out = tmp_path / "s.geojson"
+    assert main(["detect", "--slide", str(slide), "--out", str(out), "--detector", str(detector_dir), "--min-tissue", "0",
+                 "--no-progress"]) == 0
+    n = len(json.loads(out.read_text())["features"])
+    coco = tmp_path / "coco"
+    assert main(["export", "--slide", str(slide), "--annotations", str(out), "--source", "real", "--format", "coco",
+                 "--out", str(coco), "--mpp", "0.5", "--tile-size", "128", "--min-tissue", "0", "--no-progress"]) == 0
+    assert len(json.loads((coco / "annotations.json").read_text())["annotations"]) == n == 10
+
+
+def test_a_killed_run_resumes_to_the_same_file(detector_dir, tmp_path):
+    rng = np.random.default_rng(4)
+    image, _ = _disc_image(768, 768, _spread(150, 768, 768, rng, gap=16), seed=4)
+    slide = write_svs(tmp_path / "big.svs", image, mpp=0.5)
+    common = ["--slide", str(slide), "--detector", str(detector_dir), "--window", "64", "--min-tissue", "0",
+              "--no-progress", "--threads", "1"]
+    full = tmp_path / "full.geojson"
+    assert main(["detect", "--out", str(full), *common]) == 0
+
+    out = tmp_path / "resumed.geojson"
+    work = tmp_path / ".resumed.geojson.work"
+    proc = subprocess.Popen([sys.executable, "-m", "wsi_cosynth", "detect", "--out", str(out), *common],
+                            env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None and len(list(work.glob("w*.json"))) < 20:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    finished = len(list(work.glob("w*.json")))
+    assert proc.returncode == -signal.SIGKILL and 0 < finished < 144, "the run was not interrupted midway"
+    assert not out.exists()  # never a half-written GeoJSON
+    assert main(["detect", "--out", str(out), *common]) == 0
+    assert out.read_bytes() == full.read_bytes()
+    assert not work.exists()
+
+
+def test_bad_input_is_one_line_and_exit_2(detector_dir, tmp_path, capsys):
+    rng = np.random.default_rng(5)
+    image, _ = _disc_image(128, 128, _spread(5, 128, 128, rng), seed=5)
+    slide = write_svs(tmp_path / "s.svs", image, mpp=0.5)
+    glass = write_svs(tmp_path / "glass.svs", np.full((256, 256, 3), 246, np.uint8), mpp=0.5)
+    (tmp_path / "notadetector").mkdir()
+    (tmp_path / "exists.geojson").write_text("{}")
+    cases = [
+        (["--slide", str(slide), "--detector", str(tmp_path / "notadetector")], "not a detector directory"),
+        (["--slide", str(glass), "--detector", str(detector_dir)], "no tissue"),
+        (["--slide", str(tmp_path / "missing.svs"), "--detector", str(detector_dir)], "missing.svs"),
+    ]
+    for k, (argv, message) in enumerate(cases):
+        out = tmp_path / f"o{k}.geojson"
+        assert main(["detect", *argv, "--out", str(out), "--no-progress"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert message in err and len(err.splitlines()) == 1, err
+        assert not out.exists()
+    assert main(["detect", "--slide", str(slide), "--detector", str(detector_dir), "--out",
+                 str(tmp_path / "exists.geojson"), "--no-progress"]) == 2
+    assert "exists" in capsys.readouterr().err
+    assert (tmp_path / "exists.geojson").read_text() == "{}"
+    assert not list(tmp_path.glob(".*.work"))
