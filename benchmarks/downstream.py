@@ -4,7 +4,7 @@
         [--steps 1200] [--seeds 1] [--ratio 1] [--resampled-share 0.5] [--synthetic-per-layout 1]
 
 The arms (real only, real + synthetic, synthetic only) train the same small U-Net
-(wsi_cosynth/evaluation/segmenter.py) for the same optimizer steps with the same seeds and
+(wsi_cosynth/detection/segmenter.py) for the same optimizer steps with the same seeds and
 augmentation; only their training tiles differ. Synthetic tiles are co-synthesised by the model
 (default: the bundled one) from the real training tiles' layouts and from resampled layouts, at
 the model's default sampling settings unless --sample-steps / --guidance say otherwise, and are

@@ -161,3 +161,37 @@ def test_bad_input_is_one_line_and_exit_2(detector_dir, tmp_path, capsys):
     assert "exists" in capsys.readouterr().err
     assert (tmp_path / "exists.geojson").read_text() == "{}"
     assert not list(tmp_path.glob(".*.work"))
+
+
+def test_export_of_an_unannotated_slide_takes_its_layouts_from_the_detector(detector_dir, tmp_path, capsys):
+    """``export --detector``: no annotations, so the slide's nuclei are detected first (one notice
+    line, the detections written beside the output) and the synthetic tiles' layouts are them."""
+    import torch
+
+    from wsi_cosynth.models.config import CosynthConfig, load_config
+    from wsi_cosynth.models.cosynth import CosynthModel
+    from wsi_cosynth.taxonomy import get_taxonomy
+    from wsi_cosynth.training.checkpoint import save_checkpoint
+
+    base = load_config("tiny").to_dict()
+    base["model"]["unknown_class"] = True
+    torch.manual_seed(0)
+    net = CosynthModel(CosynthConfig.from_dict(base), get_taxonomy("consep"), mpp=0.5, tile_size=32)
+    model = save_checkpoint(tmp_path / "tiny", net, steps=0)
+    rng = np.random.default_rng(6)
+    image, _ = _disc_image(128, 128, _spread(12, 128, 128, rng), seed=6)
+    slide = write_svs(tmp_path / "bare.svs", image, mpp=0.5)
+    out = tmp_path / "ds"
+    argv = ["export", "--slide", str(slide), "--detector", str(detector_dir), "--model", str(model), "--format", "coco",
+            "--out", str(out), "--steps", "1", "--min-tissue", "0", "--no-progress", "--threads", "1",
+            "--colour-match", "none"]
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert "no nuclei annotations: layouts from 12 nuclei found by the detector" in err
+    detections = tmp_path / "ds.detections.geojson"
+    assert len(json.loads(detections.read_text())["features"]) == 12
+    index = json.loads((out / "annotations.json").read_text())
+    assert index["images"]
+    # A rerun of the same export reuses the detections of the same slide and detector.
+    assert main([*argv, "--overwrite"]) == 0
+    assert "layouts from the 12 nuclei detected earlier" in capsys.readouterr().err

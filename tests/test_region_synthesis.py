@@ -430,3 +430,28 @@ def test_peak_memory_does_not_grow_with_the_region(tmp_path, model_dir):
                              text=True, check=True, timeout=600)
         peaks[side] = int(out.stdout.strip().splitlines()[-1]) / 1024
     assert peaks[1024] - peaks[512] < 8, peaks
+
+
+def test_a_slide_without_annotations_gets_resampled_nuclei_on_its_tissue(model_dir, tmp_path, capsys):
+    """No annotations: the points come from the bundled layout model, drawn over the region and
+    kept where the slide has tissue (the right 60% here), and the notes say so."""
+    from wsi_cosynth.pipeline.region_plan import plan_region
+
+    rng = np.random.default_rng(8)
+    image = np.full((512, 768, 3), 244, np.uint8)  # glass on the left 40%, saturated H&E-like tissue right
+    image[:, 307:] = np.clip(np.array([190, 90, 170]) + rng.normal(0, 12, (512, 461, 3)), 0, 255).astype(np.uint8)
+    slide = write_svs(tmp_path / "bare.svs", image, mpp=0.25)
+    region = (0, 0, 768, 512)
+    plan = plan_region(slide, taxonomy=get_taxonomy("consep"), model_mpp=0.25, window=32, cell=2, region=region)
+    assert len(plan.classes) >= 50 and any("resampled from the layout model" in n for n in plan.notes)
+    assert plan.xy[:, 0].min() > 307 - 16  # on the tissue side only (glass on the left 40%)
+    assert plan.xy[:, 0].max() > 700  # and over all of it
+    assert set(np.unique(plan.classes)) <= set(range(1, get_taxonomy("consep").n_classes + 1))
+    again = plan_region(slide, taxonomy=get_taxonomy("consep"), model_mpp=0.25, window=32, cell=2, region=region)
+    np.testing.assert_array_equal(plan.xy, again.xy)  # seeded
+    out = tmp_path / "out"
+    assert _synthesize(slide, out, model_dir, "--region", "448", "0", "192", "128") == 0
+    assert "resampled from the layout model" in capsys.readouterr().err
+    assert (out / "bare.synthetic.tif").is_file()
+    assert _synthesize(slide, tmp_path / "o2", model_dir, "--layouts", "annotations") == 2
+    assert "no nuclei annotations" in capsys.readouterr().err

@@ -72,6 +72,9 @@ def _add_synthesis_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--layouts", choices=("auto", "annotations", "resample"), default="auto",
                    help="layouts from the annotations, or resampled from a layout model (auto: annotations when present)")
     g.add_argument("--layout-model", default=None, help="fitted layout model .json (default: the bundled CoNSeP one)")
+    g.add_argument("--detector", default=None,
+                   help="nuclei detector directory: a slide without annotations gets its layouts from the nuclei it "
+                        "detects (written beside the output as <out>.detections.geojson)")
     g.add_argument("--per-layout", type=int, default=1, help="samples per layout (default 1)")
     # Sampling settings default to the model's own (its config's sample section; the bundled
     # model: 25 DDPM steps, guidance 2), chosen for that model by measurement.
@@ -152,6 +155,7 @@ def _run_synthetic(args: argparse.Namespace):
         batch_size=args.batch_size, device=args.device, threads=args.threads, workers=args.workers, scheduler=args.scheduler, restart=args.restart,
         writer_options=_writer_options(args), default_class=args.default_class,
         pad=parse_colour(args.pad) if args.pad is not None else None, colour_match=args.colour_match,
+        detector=args.detector,
     )
 
 

@@ -3,7 +3,8 @@
 One joint sampling over the region (not independent tiles): the model's windows are fused at
 every step, with a window grid that moves at random from step to step, so nuclei and tissue
 continue across window borders and no tile grid shows. The nuclei come from the slide's
-annotations (``--annotations`` or a sidecar); instances are separated over the whole region with
+annotations (``--annotations`` or a sidecar), or, on a slide without annotations (or with ``--layouts
+resample``), from the bundled layout model drawn over the region's tissue; instances are separated over the whole region with
 the point-guided watershed. Writes into ``--out``:
 
   <stem>.synthetic.tif          tiled pyramidal TIFF at the model's mpp (OpenSlide, QuPath open it)
@@ -36,6 +37,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--slide-mpp", type=float, default=None,
                         help="the slide's microns per pixel, when the file does not record it")
     parser.add_argument("--out", required=True, help="output directory")
+    parser.add_argument("--layouts", choices=("auto", "annotations", "resample"), default="auto",
+                        help="nuclei from the slide's annotations, or resampled from a layout model over the region's "
+                             "tissue (auto: annotations when the slide has some)")
+    parser.add_argument("--layout-model", default=None, help="layout model JSON for --layouts resample (default: bundled)")
     parser.add_argument("--class-map", default=None, help="YAML {annotation class: model class} overrides")
     parser.add_argument("--default-class", default=None, metavar="NAME",
                         help="class of nuclei annotated without one (default: the model's 'other')")
@@ -73,6 +78,7 @@ def run(args: argparse.Namespace) -> int:
         args.slide, args.out, annotations=args.annotations, region=tuple(args.region) if args.region else None,
         tissue=args.tissue, slide_mpp=args.slide_mpp, model=args.model,
         class_map=load_class_map(args.class_map) if args.class_map else None, default_class=args.default_class,
+        layouts=args.layouts, layout_model=args.layout_model,
         steps=args.steps, guidance=args.guidance, sampler=args.sampler, spacing=args.spacing, windows=args.windows,
         overlap=args.overlap, chunk=args.chunk, batch_size=args.batch_size, seed=args.seed, device=args.device,
         threads=args.threads, overwrite=args.overwrite, restart=args.restart, progress=show_progress(args),

@@ -1,4 +1,5 @@
-"""A small reference nuclei segmenter for the downstream benchmark: does a training set help?
+"""The nuclei segmenter network: the detector's (wsi_cosynth/detection/model.py) and the downstream
+benchmark's reference segmenter (does a training set help?).
 
 The network is a plain U-Net with two heads, as the HoVer-Net family splits the task:
 
@@ -113,11 +114,13 @@ def _prepare(tiles: Sequence[LabelledTile]) -> list[_Prepared]:
     return out
 
 
-def _batch(data: Sequence[_Prepared], config: SegmenterConfig, rng: np.random.Generator):
-    """One batch of random crops with D4 symmetries and colour jitter, all drawn from ``rng``."""
+def _batch(data: Sequence[_Prepared], config: SegmenterConfig, rng: np.random.Generator,
+           weights: np.ndarray | None = None):
+    """One batch of random crops with D4 symmetries and colour jitter, all drawn from ``rng``
+    (tiles drawn uniformly, or with probabilities ``weights``)."""
     images, sems, dists = [], [], []
     for _ in range(config.batch_size):
-        p = data[int(rng.integers(0, len(data)))]
+        p = data[int(rng.integers(0, len(data))) if weights is None else int(rng.choice(len(data), p=weights))]
         h, w = p.semantic.shape
         s = min(config.crop, h, w)
         r0, c0, k = int(rng.integers(0, h - s + 1)), int(rng.integers(0, w - s + 1)), int(rng.integers(0, 8))
@@ -145,15 +148,23 @@ def _loss(logits: torch.Tensor, dist: torch.Tensor, y_sem: torch.Tensor, y_dist:
     return ce + soft_dice + 2.0 * F.mse_loss(dist, y_dist)
 
 
-def train_segmenter(tiles: Sequence[LabelledTile], n_classes: int, config: SegmenterConfig) -> SegmenterNet:
+def train_segmenter(tiles: Sequence[LabelledTile], n_classes: int, config: SegmenterConfig, *,
+                    weights: Sequence[float] | None = None) -> SegmenterNet:
     """Train a fresh :class:`SegmenterNet` on ``tiles`` for ``config.steps`` steps.
 
-    The initial weights, the crops and the augmentation depend only on ``config.seed`` (and the
-    tiles), never on the caller's global RNG state.
+    ``weights``: each tile's drawing weight (e.g. balancing sources; default uniform). The initial
+    weights, the crops and the augmentation depend only on ``config.seed`` (and the tiles), never
+    on the caller's global RNG state.
     """
     if not tiles:
         raise CosynthError("no tiles to train the segmenter on")
     data = _prepare(tiles)
+    p = None
+    if weights is not None:
+        p = np.asarray(weights, dtype=np.float64)
+        if p.shape != (len(data),) or not np.isfinite(p).all() or (p < 0).any() or p.sum() <= 0:
+            raise CosynthError(f"segmenter tile weights must be {len(data)} finite non-negative numbers, not all 0")
+        p = p / p.sum()
     if config.threads:
         torch.set_num_threads(config.threads)
     with torch.random.fork_rng(devices=[]):
@@ -164,7 +175,7 @@ def train_segmenter(tiles: Sequence[LabelledTile], n_classes: int, config: Segme
     rng = np.random.default_rng(config.seed)
     net.train()
     for _ in range(config.steps):
-        x, y_sem, y_dist = _batch(data, config, rng)
+        x, y_sem, y_dist = _batch(data, config, rng, p)
         logits, dist = net(x)
         loss = _loss(logits, dist, y_sem, y_dist)
         opt.zero_grad(set_to_none=True)

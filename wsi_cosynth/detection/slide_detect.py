@@ -223,19 +223,21 @@ def detect_slide(
                 bar.update(1)
         finally:
             bar.close()
-        n, classes = _assemble(work, positions, out_path)
+        header = {"detector": digest, "slide": str(slide_path.resolve()), "mpp": detector.mpp}
+        n, classes = _assemble(work, positions, out_path, header)
         mpx = len(positions) * (options.core ** 2) / 1e6
     shutil.rmtree(work, ignore_errors=True)
     return DetectResult(path=out_path, n_nuclei=n, n_windows=len(positions), megapixels=mpx,
                         seconds=time.perf_counter() - start, classes=classes)
 
 
-def _assemble(work: Path, positions: list, out: Path) -> tuple[int, dict[str, int]]:
-    """Write the windows' features as one FeatureCollection, atomically; (count, per class)."""
+def _assemble(work: Path, positions: list, out: Path, header: dict) -> tuple[int, dict[str, int]]:
+    """Write the windows' features as one FeatureCollection, atomically; (count, per class).
+    ``header``: what made them (detector digest, slide), a foreign member ``wsi_cosynth``."""
     n = 0
     classes: dict[str, int] = {}
     with atomic_path(out) as tmp, open(tmp, "w") as fh:
-        fh.write('{"type":"FeatureCollection","features":[')
+        fh.write('{"type":"FeatureCollection","wsi_cosynth":' + json.dumps(header, separators=(",", ":")) + ',"features":[')
         first = True
         for pos in positions:
             for feature in json.loads((work / f"w{pos.index:07d}.json").read_text())["features"]:

@@ -226,6 +226,8 @@ def synthesize_region(
     model: str | Path | None = None,
     class_map: dict[str, str] | None = None,
     default_class: str | None = None,
+    layouts: str = "auto",
+    layout_model: str | Path | None = None,
     options: RegionOptions = RegionOptions(),
     device: str = "auto",
     threads: int | None = None,
@@ -234,7 +236,9 @@ def synthesize_region(
     progress: bool = False,
 ) -> RegionResult:
     """Co-synthesise a region of ``slide`` (level-0 ``region`` (x, y, w, h), default its tissue's
-    bounding box) from its annotated nuclei and write it as a synthetic slide into ``out``.
+    bounding box) from its annotated nuclei (or, ``layouts`` "resample" or "auto" on a slide without
+    annotations, points drawn from a layout model over its tissue) and write it as a synthetic
+    slide into ``out``.
 
     See the module docstring for the files. The output slide has the model's mpp (the source's
     when the source is at the model's resolution). Returns a :class:`RegionResult`.
@@ -278,7 +282,8 @@ def synthesize_region(
                            f"(got {options.chunk}, {options.margin})")
     plan = plan_region(slide, taxonomy=info.taxonomy, model_mpp=float(info.mpp), window=window, cell=cell,
                        annotations=annotations, region=region, slide_mpp=slide_mpp, tissue=tissue,
-                       class_map=class_map, default_class=default_class, unknown_class=net.supports_unknown_class)
+                       class_map=class_map, default_class=default_class, unknown_class=net.supports_unknown_class,
+                       layouts=layouts, layout_model=layout_model, seed=options.seed)
     out_dir = Path(out)
     paths = output_paths(out_dir, plan.stem)
     existing = [p for p in paths if p.exists()]

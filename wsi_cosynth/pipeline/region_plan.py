@@ -64,6 +64,65 @@ class RegionPlan:
         return SlidePlacement(x0=x + x0 * self.scale, y0=y + y0 * self.scale, scale=self.scale)
 
 
+RESAMPLE_BLOCK = 1024  # canvas px of one layout drawn from the layout model (bounded memory)
+
+
+def _layout_source(layouts: str, table, slide: str) -> str:
+    from .layouts_for_slide import LAYOUT_SOURCES
+
+    if layouts not in LAYOUT_SOURCES:
+        raise CosynthError(f"unknown --layouts {layouts!r} (valid: {', '.join(LAYOUT_SOURCES)})")
+    has_nuclei = table is not None and len(table) > 0
+    if layouts == "annotations" and not has_nuclei:
+        raise CosynthError(f"--layouts annotations: slide {slide} has no nuclei annotations (give --annotations FILE "
+                           "or use --layouts resample)")
+    if layouts == "auto":
+        return "annotations" if has_nuclei else "resample"
+    return layouts
+
+
+def resampled_points(tissue_mask, box: tuple[int, int, int, int], scale: float, canvas_mpp: float,
+                     size_hw: tuple[int, int], taxonomy: Taxonomy, *, class_map: dict[str, str] | None,
+                     layout_model: str | Path | None, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Points (x, y canvas px) and classes drawn from a layout model over the region's tissue.
+
+    ``box``: the region (x, y, w, h) in level-0 px; ``scale``: level-0 px per canvas px;
+    ``canvas_mpp``: the canvas's resolution. The region is drawn in blocks of RESAMPLE_BLOCK canvas
+    px (each one layout of the model over the same physical area at the model's own resolution,
+    scaled to the canvas), and points on glass (outside the slide's tissue mask) are dropped, so
+    the region's nuclei follow its tissue.
+    """
+    from ..layouts.point_process import load_layout_model, sample_layout
+    from ..taxonomy import class_mapping
+    from .layouts_for_slide import default_layout_model_path
+
+    model = load_layout_model(layout_model or default_layout_model_path())
+    lut = class_mapping(model.taxonomy, taxonomy, class_map)
+    ratio = canvas_mpp / model.mpp if model.mpp else 1.0  # layout-model px per canvas px
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed) & 0xFFFFFFFF, 0x2E61]))
+    h, w = size_hw
+    xy_parts, class_parts = [np.zeros((0, 2))], [np.zeros(0, np.int64)]
+    for y0 in range(0, h, RESAMPLE_BLOCK):
+        for x0 in range(0, w, RESAMPLE_BLOCK):
+            bh, bw = min(RESAMPLE_BLOCK, h - y0), min(RESAMPLE_BLOCK, w - x0)
+            drawn = sample_layout(model, (max(1, round(bh * ratio)), max(1, round(bw * ratio))), rng)
+            xy = drawn.xy_tile / ratio + [x0, y0]
+            inside = (xy[:, 0] < x0 + bw) & (xy[:, 1] < y0 + bh)
+            xy_parts.append(xy[inside])
+            class_parts.append(lut[drawn.classes[inside]].astype(np.int64))
+    xy, classes = np.concatenate(xy_parts), np.concatenate(class_parts)
+    s = tissue_mask.scale_to_level0
+    mask = tissue_mask.mask
+    r0, c0 = int(box[1] / s), int(box[0] / s)
+    r1, c1 = int(math.ceil((box[1] + box[3]) / s)), int(math.ceil((box[0] + box[2]) / s))
+    if not mask[r0:r1, c0:c1].any():
+        return xy, classes  # a region given where no tissue was detected: draw over all of it
+    rows = np.clip(((box[1] + xy[:, 1] * scale) / s).astype(int), 0, mask.shape[0] - 1)
+    cols = np.clip(((box[0] + xy[:, 0] * scale) / s).astype(int), 0, mask.shape[1] - 1)
+    on_tissue = mask[rows, cols]
+    return xy[on_tissue], classes[on_tissue]
+
+
 def _tissue_box(plan, slide: str) -> tuple[int, int, int, int]:
     """(x, y, w, h) level-0 bounding box of the slide's tissue mask; CosynthError when it has none."""
     mask = plan.tissue_mask
@@ -106,6 +165,9 @@ def plan_region(
     class_map: dict[str, str] | None = None,
     default_class: str | None = None,
     unknown_class: bool = False,
+    layouts: str = "auto",
+    layout_model: str | Path | None = None,
+    seed: int = 0,
 ) -> RegionPlan:
     """Decide the region, its canvas and its points (see :class:`RegionPlan`).
 
@@ -113,6 +175,10 @@ def plan_region(
     ``default_class``; without it they stay unclassified (``records.UNCLASSIFIED``) for a model
     with an unknown class (``unknown_class``), else take the model's class "other" when it has
     one (said in the notes).
+
+    ``layouts``: where the points come from: ``annotations`` (the slide's nuclei), ``resample``
+    (drawn from a layout model, ``layout_model`` or the bundled one, over the region's tissue:
+    :func:`resampled_points`), or ``auto`` (annotations when the slide has some, else resample).
 
     Raises
     ------
@@ -130,7 +196,13 @@ def plan_region(
         notes = list(plan.warnings)
         table = plan.annotations
         xy, classes = np.zeros((0, 2)), np.zeros(0, dtype=np.int64)
-        if table is not None and len(table):
+        source = _layout_source(layouts, table, str(slide))
+        if source == "resample":
+            xy, classes = resampled_points(plan.tissue_mask, box, scale, float(model_mpp), size_hw, taxonomy,
+                                           class_map=class_map, layout_model=layout_model, seed=seed)
+            notes.append(f"no annotated nuclei used: {len(classes)} points resampled from the layout model over the "
+                         "region's tissue")
+        elif table is not None and len(table):
             idx = table.query_nuclei((box[0], box[1], box[0] + box[2], box[1] + box[3]))
             xy, kept = tile_points(table, idx, box[:2], scale, size_hw)
             names = table.classes[kept]

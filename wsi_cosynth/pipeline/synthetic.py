@@ -24,6 +24,7 @@ from ..slide import TissueParams
 from ..taxonomy import Taxonomy
 from .execution import run_batches
 from .jobs import Batch, make_batches, plan_jobs
+from .detected import detect_for_export, needs_detection
 from .layouts_for_slide import choose_layouts
 from .planning import plan_slide
 from .real import ExportSummary
@@ -243,6 +244,7 @@ def export_synthetic(
     pad: tuple[int, int, int] | None = None,
     default_class: str | None = None,
     colour_match: str = "tile",
+    detector: str | Path | None = None,
     **sampling: Any,
 ) -> ExportSummary:
     """Co-synthesise a dataset for a slide's tissue tiles (see the module docstring).
@@ -255,9 +257,15 @@ def export_synthetic(
     error that says so for any other. ``pad``: see :func:`plan_slide`. ``colour_match``: the
     synthetic tiles take the colour of the real tile each stands for ("tile"), of all of them
     ("slide"), or keep the model's ("none"); see slide_look.py. The preview shows each
-    synthetic tile beside its real tile.
+    synthetic tile beside its real tile. ``detector``: a nuclei detector directory; a slide without
+    annotations (none given, no sidecar) then gets its layouts from its detected nuclei
+    (:mod:`.detected`), which are written beside ``out``.
     """
     require_file(slide, "slide")
+    detected_note = None
+    if needs_detection(slide, annotations, detector):
+        annotations, detected_note = detect_for_export(slide, out, detector, slide_mpp=slide_mpp, min_tissue=min_tissue,
+                                                       progress=progress)
     info = model_info(model)
     require_model_taxonomy(info, taxonomy)
     target_mpp = float(mpp if mpp is not None else (info.mpp or 0.5))
@@ -270,6 +278,8 @@ def export_synthetic(
                                        class_map=class_map, default_class=default_class, max_tiles=max_tiles,
                                        seed=seed, tissue=tissue, unknown_class=info.unknown_class)
         look = read_slide_look(plan, chosen, colour_match)
+        if detected_note is not None:
+            notes.insert(0, detected_note)
     result = synthesize_to_dataset(chosen, out, fmt, info, seed=seed, progress=progress, colours=look.colours,
                                    real_tiles=look.real_tiles, **sampling)
     return ExportSummary(out=Path(out), fmt=str(fmt).lower(), n_tiles=result.n_tiles, n_nuclei=result.n_nuclei,

@@ -1,0 +1,218 @@
+"""Train the nuclei detector on every labelled source, with and without synthetic tiles, and score
+it on held-out images: detection F1 within 12 px per organ, PQ/AJI on held-out tiles, Mpx/s.
+
+Training data: the sources of ``--sources`` (default scripts/organ_sources.yaml: CoNSeP, NuCLS,
+MoNuSAC and MoNuSeg at 0.25 um/px, the file's held-out images kept out), every nucleus as class
+"nucleus" (the sources share no class set; MoNuSeg has none), tiles drawn with the file's source
+balance. Arms:
+
+- ``real``: those tiles;
+- ``real_plus_synthetic``: plus ``--synthetic-ratio`` x as many tiles co-synthesised by the
+  generator (``--generator``, default the bundled model) from the layouts of real training tiles
+  (their own annotated nuclei and tissue word), with their generated instance labels.
+
+Scoring, per arm and seed:
+
+- the held-out MoNuSeg images (one per organ), through the product path (``detect_slide``: windows
+  over the image, the seam-free merge), each detection's centroid paired one-to-one (Hungarian)
+  with an annotated nucleus's within 12 px (HoVer-Net's F1_d): F1, precision, recall per organ and
+  pooled over all nuclei; Mpx/s of that pass;
+- the held-out tiles of every source (CoNSeP's train_3/13/23 as well): PQ, AJI, Dice (means over
+  tiles) and F1_d of the detector on each 256-px tile alone.
+
+    nice .venv/bin/python benchmarks/detector.py [--steps 3000] [--seeds 1] [--arms real real_plus_synthetic]
+        [--save DIR] [--threads 2]
+
+``--save DIR`` writes the detector of the last arm's first seed (a directory `wsi-cosynth detect
+--detector` takes). Prints a table and one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+PAIR_RADIUS = 12.0  # px at 0.25 um/px (40x), as HoVer-Net pairs CoNSeP nuclei
+
+
+def nucleus_only(tiles, taxonomy):
+    """The tiles with every nucleus of class 1 of ``taxonomy`` (the "nucleus" taxonomy)."""
+    return [replace(t, classes=np.ones(t.n_nuclei, np.int64), taxonomy=taxonomy) for t in tiles]
+
+
+def synthetic_tiles(generator, real, n: int, seed: int, threads: int):
+    """``n`` tiles co-synthesised from the layouts of real tiles (drawn evenly), their own tissue word."""
+    import wsi_cosynth as wc
+    from wsi_cosynth.layouts import layout_from_tile
+    from wsi_cosynth.records import UNCLASSIFIED, Layout
+
+    rng = np.random.default_rng(seed)
+    chosen = rng.choice(len(real), size=min(n, len(real)), replace=False)
+    layouts = []
+    for i in chosen:
+        lay = layout_from_tile(real[int(i)])
+        cls = UNCLASSIFIED if generator.supports_unknown_class else generator.taxonomy.id_of("other")
+        layouts.append(Layout(xy_tile=lay.xy_tile, classes=np.full(len(lay), cls, np.int64), size=lay.size,
+                              taxonomy=generator.taxonomy, provenance=lay.provenance,
+                              placement=lay.placement).with_tissue(real[int(i)].provenance.tissue or "unknown"))
+    return wc.synthesize(layouts, generator, seed=seed, batch_size=4)
+
+
+def annotated_centroids(tif: Path, xml: Path) -> np.ndarray:
+    from wsi_cosynth.pipeline.planning import plan_slide
+
+    with plan_slide(tif, xml, mpp=0.25, tile_size=256, slide_mpp=0.25) as plan:
+        return np.asarray(plan.annotations.centroids())
+
+
+def detection_scores(true_xy: np.ndarray, pred_xy: np.ndarray) -> dict:
+    from wsi_cosynth.evaluation.downstream import DetectionCounts
+
+    counts = DetectionCounts.empty()
+    counts.add(true_xy, np.ones(len(true_xy), np.int64), pred_xy, np.ones(len(pred_xy), np.int64), radius=PAIR_RADIUS)
+    tp = len(np.concatenate(counts.paired_true))
+    fp, fn = len(np.concatenate(counts.unpaired_pred)), len(np.concatenate(counts.unpaired_true))
+    return {"tp": tp, "fp": fp, "fn": fn, "f1": 2 * tp / max(2 * tp + fp + fn, 1),
+            "precision": tp / max(tp + fp, 1), "recall": tp / max(tp + fn, 1)}
+
+
+def score_images(detector, images: dict[str, str], monuseg: Path) -> dict:
+    """Per organ and pooled F1_d on whole held-out images, through detect_slide; Mpx/s."""
+    from wsi_cosynth.detection import DetectOptions, detect_slide
+
+    per_organ, totals, seconds, mpx = {}, {"tp": 0, "fp": 0, "fn": 0}, 0.0, 0.0
+    with tempfile.TemporaryDirectory() as tmp:
+        for organ, image in images.items():
+            tif, xml = monuseg / f"{image}.tif", monuseg / f"{image}.xml"
+            out = Path(tmp) / f"{image}.geojson"
+            t0 = time.perf_counter()
+            res = detect_slide(tif, out, detector, digest="bench", slide_mpp=0.25, options=DetectOptions(min_tissue=0.0))
+            seconds += time.perf_counter() - t0
+            h, w = 1000, 1000
+            mpx += h * w / 1e6
+            features = json.loads(out.read_text())["features"]
+            pred = np.array([np.mean(f["geometry"]["coordinates"][0][:-1], axis=0) for f in features]).reshape(-1, 2)
+            s = detection_scores(annotated_centroids(tif, xml), pred)
+            per_organ[organ] = {k: round(v, 3) if isinstance(v, float) else v for k, v in s.items()}
+            for k in totals:
+                totals[k] += s[k]
+            del res
+    tp, fp, fn = totals["tp"], totals["fp"], totals["fn"]
+    pooled = {"f1": round(2 * tp / max(2 * tp + fp + fn, 1), 4), "precision": round(tp / max(tp + fp, 1), 4),
+              "recall": round(tp / max(tp + fn, 1), 4), **totals}
+    return {"pooled": pooled, "per_organ": per_organ, "mpx_per_s": round(mpx / seconds, 3)}
+
+
+def score_tiles(detector, tiles) -> dict:
+    """Mean PQ, AJI, Dice over held-out tiles (each predicted alone) and their pooled F1_d."""
+    from wsi_cosynth.metrics.instance_metrics import aji, dice, panoptic_quality
+
+    pq, aj, dc, tp, fp, fn = [], [], [], 0, 0, 0
+    for t in tiles:
+        found = detector.predict(t.image)
+        pq.append(panoptic_quality(t.instances, found.instances).pq)
+        aj.append(aji(t.instances, found.instances))
+        dc.append(dice(t.instances, found.instances))
+        from wsi_cosynth.evaluation.downstream import _centroids
+
+        txy, pxy = _centroids(t.instances), _centroids(found.instances)
+        s = detection_scores(txy[~np.isnan(txy[:, 0])], pxy[~np.isnan(pxy[:, 0])])
+        tp, fp, fn = tp + s["tp"], fp + s["fp"], fn + s["fn"]
+    return {"pq": round(float(np.mean(pq)), 4), "aji": round(float(np.mean(aj)), 4), "dice": round(float(np.mean(dc)), 4),
+            "f1": round(2 * tp / max(2 * tp + fp + fn, 1), 4), "n_tiles": len(tiles)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sources", default=str(REPO / "scripts" / "organ_sources.yaml"))
+    parser.add_argument("--arms", nargs="+", default=["real", "real_plus_synthetic"])
+    parser.add_argument("--generator", default=None, help="generator checkpoint for synthetic tiles (default: bundled)")
+    parser.add_argument("--synthetic-ratio", type=float, default=0.5)
+    parser.add_argument("--steps", type=int, default=3000)
+    parser.add_argument("--widths", default="16,32,64,128")
+    parser.add_argument("--crop", type=int, default=192)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--h", type=float, default=0.1, help="h-maxima height of the watershed")
+    parser.add_argument("--seeds", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--save", type=Path, default=None)
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args()
+
+    import torch
+
+    import wsi_cosynth as wc
+    from wsi_cosynth.detection import Detector
+    from wsi_cosynth.detection.segmenter import SegmenterConfig, train_segmenter
+    from wsi_cosynth.taxonomy import get_taxonomy
+    from wsi_cosynth.training.mixture import load_sources
+    from wsi_cosynth.training.sources_file import read_sources_file
+
+    sys_path = REPO / "benchmarks"
+    import sys
+
+    sys.path.insert(0, str(sys_path))
+    from organ_fidelity import HELD_OUT, MONUSEG  # the held-out image of each organ
+
+    torch.set_num_threads(args.threads)
+    nucleus = get_taxonomy("nucleus")
+    sources = read_sources_file(args.sources)
+    mixed = load_sources(sources.sources, tile_size=256, balance=sources.balance or "sqrt", unknown_class=True,
+                         holdout=sources.holdout_images)
+    real = nucleus_only(mixed.tiles, nucleus)
+    held_tiles = nucleus_only(mixed.validation, nucleus)
+    widths = tuple(int(v) for v in args.widths.split(","))
+    config = SegmenterConfig(widths=widths, steps=args.steps, batch_size=args.batch_size, crop=args.crop, lr=args.lr,
+                             h=args.h, threads=args.threads)
+    report = {"train_tiles": len(real), "held_out_tiles": len(held_tiles), "config": config.to_dict(), "arms": {}}
+    synthetic = []
+    if "real_plus_synthetic" in args.arms:
+        generator = wc.load_model(args.generator)
+        t0 = time.perf_counter()
+        synthetic = nucleus_only(synthetic_tiles(generator, mixed.tiles, int(args.synthetic_ratio * len(real)), 0,
+                                                 args.threads), nucleus)
+        report["synthetic_tiles"] = len(synthetic)
+        report["synthesis_seconds"] = round(time.perf_counter() - t0, 1)
+        report["generator"] = args.generator or "bundled"
+    for arm in args.arms:
+        tiles = real + (synthetic if arm == "real_plus_synthetic" else [])
+        # Synthetic tiles share the real tiles' draw: each stands for the real tile it came from.
+        weights = np.concatenate([mixed.weights, np.full(len(tiles) - len(real), mixed.weights.mean())])
+        runs = []
+        for k in range(args.seeds):
+            t0 = time.perf_counter()
+            net = train_segmenter(tiles, 1, replace(config, seed=k), weights=weights)
+            train_s = time.perf_counter() - t0
+            detector = Detector(net, nucleus, mpp=0.25, h=args.h, widths=widths,
+                                info={"arm": arm, "steps": args.steps, "seed": k, "train_tiles": len(tiles),
+                                      "sources": [s["name"] for s in mixed.summary.get("sources", [])],
+                                      "synthetic_tiles": len(tiles) - len(real),
+                                      "held_out_images": list(mixed.held_out)})
+            run = {"seed": k, "train_seconds": round(train_s, 1), "images": score_images(detector, HELD_OUT, MONUSEG / "train"),
+                   "tiles": score_tiles(detector, held_tiles)}
+            print(json.dumps({arm: run}), flush=True)
+            runs.append(run)
+            if args.save is not None and k == 0 and arm == args.arms[-1]:
+                detector.save(args.save)
+        report["arms"][arm] = runs
+    print(f"{'arm':<22}{'seed':>5}{'F1 images':>10}{'P':>7}{'R':>7}{'PQ tiles':>9}{'F1 tiles':>9}{'Mpx/s':>7}")
+    for arm, runs in report["arms"].items():
+        for r in runs:
+            im, tl = r["images"], r["tiles"]
+            print(f"{arm:<22}{r['seed']:>5}{im['pooled']['f1']:>10.3f}{im['pooled']['precision']:>7.3f}"
+                  f"{im['pooled']['recall']:>7.3f}{tl['pq']:>9.3f}{tl['f1']:>9.3f}{im['mpx_per_s']:>7.2f}")
+    print(json.dumps(report))
+    if args.json is not None:
+        args.json.write_text(json.dumps(report, indent=1))
+
+
+if __name__ == "__main__":
+    main()
