@@ -23,14 +23,15 @@ Scoring, per arm and seed:
     nice .venv/bin/python benchmarks/detector.py [--steps 3000] [--seeds 1] [--arms real real_plus_synthetic]
         [--save DIR] [--threads 2]
 
-``--save DIR`` writes the detector of the last arm's first seed (a directory `wsi-cosynth detect
---detector` takes). Prints a table and one JSON line.
+``--save DIR`` writes each arm's first-seed detector to ``DIR/<arm>`` (directories `wsi-cosynth
+detect --detector` takes). Prints a table and one JSON line.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 import time
 from dataclasses import replace
@@ -47,7 +48,7 @@ def nucleus_only(tiles, taxonomy):
     return [replace(t, classes=np.ones(t.n_nuclei, np.int64), taxonomy=taxonomy) for t in tiles]
 
 
-def synthetic_tiles(generator, real, n: int, seed: int, threads: int):
+def synthetic_tiles(generator, real, n: int, seed: int):
     """``n`` tiles co-synthesised from the layouts of real tiles (drawn evenly), their own tissue word."""
     import wsi_cosynth as wc
     from wsi_cosynth.layouts import layout_from_tile
@@ -85,6 +86,8 @@ def detection_scores(true_xy: np.ndarray, pred_xy: np.ndarray) -> dict:
 
 def score_images(detector, images: dict[str, str], monuseg: Path) -> dict:
     """Per organ and pooled F1_d on whole held-out images, through detect_slide; Mpx/s."""
+    import tifffile
+
     from wsi_cosynth.detection import DetectOptions, detect_slide
 
     per_organ, totals, seconds, mpx = {}, {"tp": 0, "fp": 0, "fn": 0}, 0.0, 0.0
@@ -93,9 +96,10 @@ def score_images(detector, images: dict[str, str], monuseg: Path) -> dict:
             tif, xml = monuseg / f"{image}.tif", monuseg / f"{image}.xml"
             out = Path(tmp) / f"{image}.geojson"
             t0 = time.perf_counter()
-            res = detect_slide(tif, out, detector, digest="bench", slide_mpp=0.25, options=DetectOptions(min_tissue=0.0))
+            detect_slide(tif, out, detector, digest="bench", slide_mpp=0.25, options=DetectOptions(min_tissue=0.0))
             seconds += time.perf_counter() - t0
-            h, w = 1000, 1000
+            with tifffile.TiffFile(tif) as f:
+                h, w = f.pages[0].shape[:2]
             mpx += h * w / 1e6
             features = json.loads(out.read_text())["features"]
             pred = np.array([np.mean(f["geometry"]["coordinates"][0][:-1], axis=0) for f in features]).reshape(-1, 2)
@@ -103,7 +107,6 @@ def score_images(detector, images: dict[str, str], monuseg: Path) -> dict:
             per_organ[organ] = {k: round(v, 3) if isinstance(v, float) else v for k, v in s.items()}
             for k in totals:
                 totals[k] += s[k]
-            del res
     tp, fp, fn = totals["tp"], totals["fp"], totals["fn"]
     pooled = {"f1": round(2 * tp / max(2 * tp + fp + fn, 1), 4), "precision": round(tp / max(tp + fp, 1), 4),
               "recall": round(tp / max(tp + fn, 1), 4), **totals}
@@ -112,6 +115,7 @@ def score_images(detector, images: dict[str, str], monuseg: Path) -> dict:
 
 def score_tiles(detector, tiles) -> dict:
     """Mean PQ, AJI, Dice over held-out tiles (each predicted alone) and their pooled F1_d."""
+    from wsi_cosynth.evaluation.downstream import _centroids
     from wsi_cosynth.metrics.instance_metrics import aji, dice, panoptic_quality
 
     pq, aj, dc, tp, fp, fn = [], [], [], 0, 0, 0
@@ -120,8 +124,6 @@ def score_tiles(detector, tiles) -> dict:
         pq.append(panoptic_quality(t.instances, found.instances).pq)
         aj.append(aji(t.instances, found.instances))
         dc.append(dice(t.instances, found.instances))
-        from wsi_cosynth.evaluation.downstream import _centroids
-
         txy, pxy = _centroids(t.instances), _centroids(found.instances)
         s = detection_scores(txy[~np.isnan(txy[:, 0])], pxy[~np.isnan(pxy[:, 0])])
         tp, fp, fn = tp + s["tp"], fp + s["fp"], fn + s["fn"]
@@ -156,10 +158,7 @@ def main() -> None:
     from wsi_cosynth.training.mixture import load_sources
     from wsi_cosynth.training.sources_file import read_sources_file
 
-    sys_path = REPO / "benchmarks"
-    import sys
-
-    sys.path.insert(0, str(sys_path))
+    sys.path.insert(0, str(REPO / "benchmarks"))
     from organ_fidelity import HELD_OUT, MONUSEG  # the held-out image of each organ
 
     torch.set_num_threads(args.threads)
@@ -177,8 +176,8 @@ def main() -> None:
     if "real_plus_synthetic" in args.arms:
         generator = wc.load_model(args.generator)
         t0 = time.perf_counter()
-        synthetic = nucleus_only(synthetic_tiles(generator, mixed.tiles, int(args.synthetic_ratio * len(real)), 0,
-                                                 args.threads), nucleus)
+        synthetic = nucleus_only(synthetic_tiles(generator, mixed.tiles, int(args.synthetic_ratio * len(real)), 0),
+                                 nucleus)
         report["synthetic_tiles"] = len(synthetic)
         report["synthesis_seconds"] = round(time.perf_counter() - t0, 1)
         report["generator"] = args.generator or "bundled"
@@ -200,8 +199,8 @@ def main() -> None:
                    "tiles": score_tiles(detector, held_tiles)}
             print(json.dumps({arm: run}), flush=True)
             runs.append(run)
-            if args.save is not None and k == 0 and arm == args.arms[-1]:
-                detector.save(args.save)
+            if args.save is not None and k == 0:
+                detector.save(args.save / arm)
         report["arms"][arm] = runs
     print(f"{'arm':<22}{'seed':>5}{'F1 images':>10}{'P':>7}{'R':>7}{'PQ tiles':>9}{'F1 tiles':>9}{'Mpx/s':>7}")
     for arm, runs in report["arms"].items():

@@ -73,8 +73,8 @@ def _add_synthesis_arguments(parser: argparse.ArgumentParser) -> None:
                    help="layouts from the annotations, or resampled from a layout model (auto: annotations when present)")
     g.add_argument("--layout-model", default=None, help="fitted layout model .json (default: the bundled CoNSeP one)")
     g.add_argument("--detector", default=None,
-                   help="nuclei detector directory: a slide without annotations gets its layouts from the nuclei it "
-                        "detects (written beside the output as <out>.detections.geojson)")
+                   help="nuclei detector directory, or 'bundled': a slide without annotations gets its layouts from "
+                        "the nuclei it detects (written beside the output as <out>.detections.geojson)")
     g.add_argument("--per-layout", type=int, default=1, help="samples per layout (default 1)")
     # Sampling settings default to the model's own (its config's sample section; the bundled
     # model: 25 DDPM steps, guidance 2), chosen for that model by measurement.

@@ -1,6 +1,6 @@
 """Layouts for a slide nobody annotated: detect its nuclei first, then use them as annotations.
 
-``export --detector DIR`` on a slide without annotations (no ``--annotations``, no sidecar) runs
+``export --detector DIR`` (``bundled``: the bundled detector) on a slide without annotations (no ``--annotations``, no sidecar) runs
 the detector over the slide's tissue (:func:`wsi_cosynth.detection.detect_slide`) and writes the
 detections beside the output, ``<out>.detections.geojson`` (QuPath detections: open them on the
 slide to see what the layouts came from). A later export of the same slide with the same detector
@@ -47,7 +47,9 @@ def detect_for_export(slide: str | Path, out: str | Path, detector: str | Path, 
     from ..detection import DetectOptions, detect_slide, load_detector
     from ..detection.slide_detect import detector_digest
 
-    folder = Path(detector)
+    from ..api import default_detector_path
+
+    folder = default_detector_path() if str(detector) == "bundled" else Path(detector)
     net = load_detector(folder)
     digest = detector_digest(folder)
     path = detections_path(out)
