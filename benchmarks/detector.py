@@ -115,7 +115,7 @@ def score_images(detector, images: dict[str, str], monuseg: Path) -> dict:
 
 def score_tiles(detector, tiles) -> dict:
     """Mean PQ, AJI, Dice over held-out tiles (each predicted alone) and their pooled F1_d."""
-    from wsi_cosynth.evaluation.downstream import _centroids
+    from wsi_cosynth.instances import instance_centroids
     from wsi_cosynth.metrics.instance_metrics import aji, dice, panoptic_quality
 
     pq, aj, dc, tp, fp, fn = [], [], [], 0, 0, 0
@@ -124,7 +124,7 @@ def score_tiles(detector, tiles) -> dict:
         pq.append(panoptic_quality(t.instances, found.instances).pq)
         aj.append(aji(t.instances, found.instances))
         dc.append(dice(t.instances, found.instances))
-        txy, pxy = _centroids(t.instances), _centroids(found.instances)
+        txy, pxy = instance_centroids(t.instances), instance_centroids(found.instances)
         s = detection_scores(txy[~np.isnan(txy[:, 0])], pxy[~np.isnan(pxy[:, 0])])
         tp, fp, fn = tp + s["tp"], fp + s["fp"], fn + s["fn"]
     return {"pq": round(float(np.mean(pq)), 4), "aji": round(float(np.mean(aj)), 4), "dice": round(float(np.mean(dc)), 4),

@@ -400,3 +400,37 @@ def test_sampling_gives_the_same_tiles_whatever_the_callers_thread_count(tmp_pat
     worker.join()
     for other in [*results[1:], box[0]]:
         assert all(np.array_equal(a, b) for a, b in zip(results[0], other))
+
+
+def test_slides_without_annotations_have_their_nuclei_detected(tmp_path, capsys):
+    """A synthetic cohort with an unannotated slide: its planning task runs the bundled detector,
+    the detections stay beside the output (``<out>.detections/<stem>.geojson``) and become its
+    layouts; the annotated slide keeps its own nuclei."""
+    base = load_config("tiny").to_dict()
+    base["model"]["unknown_class"] = True
+    torch.manual_seed(0)
+    model = save_checkpoint(tmp_path / "tiny", CosynthModel(type(load_config("tiny")).from_dict(base),
+                                                           get_taxonomy("consep"), mpp=0.5, tile_size=32), steps=0)
+    slides = tmp_path / "slides"
+    slides.mkdir()
+    bare = write_svs(slides / "bare.svs", synthetic_he(384, 384, seed=3, tissue_fraction=0.7), mpp=0.25,
+                     downsamples=(1,))
+    annotated = write_svs(slides / "annotated.svs", synthetic_he(384, 384, seed=4, tissue_fraction=0.7), mpp=0.25,
+                          downsamples=(1,))
+    annotated.with_suffix(".geojson").write_text(json.dumps(
+        {"type": "FeatureCollection", "features": _square_nuclei(np.random.default_rng(0), 40, 120, 384, 384)}))
+    csv_path = write_cohort(tmp_path / "c.csv", ["slide", "patient", "tissue"],
+                            [[bare, "p0", "colon"], [annotated, "p1", "colon"]])
+    out = tmp_path / "out"
+    assert main(["export", "--cohort", str(csv_path), "--model", str(model), "--format", "coco", "--out", str(out),
+                 "--steps", "1", "--max-tiles", "2", "--split", "1,0,0", "--no-progress", "--threads", "1"]) == 0
+    err = capsys.readouterr().err
+    detections = tmp_path / "out.detections" / "bare.geojson"
+    n = len(json.loads(detections.read_text())["features"])
+    assert n > 0 and f"bare: slide has no nuclei annotations: using the {n} nuclei found by the detector" in err
+    assert not (tmp_path / "out.detections" / "annotated.geojson").exists()
+    assert {r["status"] for r in read_rows(out / "cohort.csv")} == {"ok"}
+    # Real tiles need labels: a cohort does not label them with the detector.
+    assert main(["export", "--cohort", str(csv_path), "--source", "real", "--labels", "detect", "--format", "coco",
+                 "--out", str(tmp_path / "real"), "--no-progress"]) == 2
+    assert "wsi-cosynth detect" in capsys.readouterr().err

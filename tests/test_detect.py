@@ -163,9 +163,8 @@ def test_bad_input_is_one_line_and_exit_2(detector_dir, tmp_path, capsys):
     assert not list(tmp_path.glob(".*.work"))
 
 
-def test_export_of_an_unannotated_slide_takes_its_layouts_from_the_detector(detector_dir, tmp_path, capsys):
-    """``export --detector``: no annotations, so the slide's nuclei are detected first (one notice
-    line, the detections written beside the output) and the synthetic tiles' layouts are them."""
+def _tiny_model(folder: Path, *, unknown_class: bool) -> Path:
+    """An untrained tiny synthesis model (CoNSeP classes, 32-px tiles at 0.5 um/px)."""
     import torch
 
     from wsi_cosynth.models.config import CosynthConfig, load_config
@@ -174,10 +173,16 @@ def test_export_of_an_unannotated_slide_takes_its_layouts_from_the_detector(dete
     from wsi_cosynth.training.checkpoint import save_checkpoint
 
     base = load_config("tiny").to_dict()
-    base["model"]["unknown_class"] = True
+    base["model"]["unknown_class"] = unknown_class
     torch.manual_seed(0)
     net = CosynthModel(CosynthConfig.from_dict(base), get_taxonomy("consep"), mpp=0.5, tile_size=32)
-    model = save_checkpoint(tmp_path / "tiny", net, steps=0)
+    return save_checkpoint(folder, net, steps=0)
+
+
+def test_export_of_an_unannotated_slide_takes_its_layouts_from_the_detector(detector_dir, tmp_path, capsys):
+    """``export --detector``: no annotations, so the slide's nuclei are detected first (one notice
+    line, the detections written beside the output) and the synthetic tiles' layouts are them."""
+    model = _tiny_model(tmp_path / "tiny", unknown_class=True)
     rng = np.random.default_rng(6)
     image, _ = _disc_image(128, 128, _spread(12, 128, 128, rng), seed=6)
     slide = write_svs(tmp_path / "bare.svs", image, mpp=0.5)
@@ -187,14 +192,102 @@ def test_export_of_an_unannotated_slide_takes_its_layouts_from_the_detector(dete
             "--colour-match", "none"]
     assert main(argv) == 0
     err = capsys.readouterr().err
-    assert "no nuclei annotations: layouts from 12 nuclei found by the detector" in err
+    assert "no nuclei annotations: using the 12 nuclei found by the detector" in err
     detections = tmp_path / "ds.detections.geojson"
     assert len(json.loads(detections.read_text())["features"]) == 12
     index = json.loads((out / "annotations.json").read_text())
     assert index["images"]
     # A rerun of the same export reuses the detections of the same slide and detector.
     assert main([*argv, "--overwrite"]) == 0
-    assert "layouts from the 12 nuclei detected earlier" in capsys.readouterr().err
+    assert "using the 12 nuclei detected earlier" in capsys.readouterr().err
+
+
+def test_export_detects_with_the_bundled_detector_by_default(tmp_path, capsys):
+    """No ``--detector``: the bundled detector finds the slide's nuclei; ``--detector none`` keeps
+    the old way (layouts resampled from the bundled CoNSeP layout model), and a model with no
+    unknown class cannot draw the detector's classless nuclei: resampled, with a warning saying why."""
+    rng = np.random.default_rng(7)
+    image, _ = _disc_image(128, 128, _spread(12, 128, 128, rng), seed=7)
+    slide = write_svs(tmp_path / "bare.svs", image, mpp=0.5)
+    common = ["--slide", str(slide), "--format", "coco", "--steps", "1", "--min-tissue", "0", "--no-progress",
+              "--threads", "1", "--colour-match", "none"]
+    with_unknown = _tiny_model(tmp_path / "u", unknown_class=True)
+    assert main(["export", *common, "--model", str(with_unknown), "--out", str(tmp_path / "a")]) == 0
+    err = capsys.readouterr().err
+    assert "found by the detector default-detector" in err
+    assert (tmp_path / "a.detections.geojson").is_file()
+
+    assert main(["export", *common, "--model", str(with_unknown), "--out", str(tmp_path / "b"),
+                 "--detector", "none"]) == 0
+    assert "resampled from the layout model bundled with the package" in capsys.readouterr().err
+    assert not (tmp_path / "b.detections.geojson").exists()
+
+    classed = _tiny_model(tmp_path / "c", unknown_class=False)
+    assert main(["export", *common, "--model", str(classed), "--out", str(tmp_path / "c_out")]) == 0
+    err = capsys.readouterr().err
+    assert "which has no unknown class: layouts are resampled instead" in err
+    assert not (tmp_path / "c_out.detections.geojson").exists()
+
+
+def test_resampled_layouts_are_fitted_to_the_slides_own_nuclei(tmp_path):
+    """``--layouts resample`` on a slide with nuclei of its own fits the layout model to them: a
+    dense slide gives dense layouts and a sparse one sparse layouts, each near its own density
+    (the bundled CoNSeP model would give both the same)."""
+    from wsi_cosynth.pipeline.layouts_for_slide import choose_layouts
+    from wsi_cosynth.pipeline.planning import plan_slide
+    from wsi_cosynth.taxonomy import get_taxonomy
+
+    consep = get_taxonomy("consep")
+    means = {}
+    for name, n in (("sparse", 40), ("dense", 240)):
+        rng = np.random.default_rng(n)
+        centres = _spread(n, 512, 512, rng, gap=14)
+        image, _ = _disc_image(512, 512, centres, seed=n)
+        slide = write_svs(tmp_path / f"{name}.svs", image, mpp=0.5)
+        outlines = [[[float(x + 5 * np.cos(a)), float(y + 5 * np.sin(a))] for a in np.linspace(0, 2 * np.pi, 9)]
+                    for x, y in centres]
+        annotations = tmp_path / f"{name}.geojson"
+        annotations.write_text(json.dumps({"type": "FeatureCollection", "features": [
+            {"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [ring]},
+             "properties": {"objectType": "detection", "classification": {"name": "nucleus"}}} for ring in outlines]}))
+        with plan_slide(slide, annotations, mpp=0.5, tile_size=64, min_tissue=0) as plan:
+            layouts, notes = choose_layouts(plan, consep, layouts="resample", layout_model=None, class_map=None,
+                                            default_class=None, max_tiles=None, seed=0, tissue=None,
+                                            unknown_class=True)
+        assert any(f"fitted to the slide's own {len(centres)} nuclei" in n for n in notes), notes
+        assert all(lay.unclassified.all() for lay in layouts)  # classless nuclei stay the unknown class
+        means[name] = (np.mean([len(lay) for lay in layouts]), len(centres) / len(layouts))
+    for drawn, real in means.values():
+        assert 0.7 * real <= drawn <= 1.3 * real, means
+    assert means["dense"][0] > 3 * means["sparse"][0], means
+
+
+@pytest.mark.parametrize("fmt", ["coco", "lizard", "pannuke", "geojson", "consep"])
+def test_real_tiles_labelled_by_the_detector_say_so(detector_dir, tmp_path, capsys, fmt):
+    """``--source real --labels detect``: the tiles' labels are the detector's nuclei, and the
+    dataset's metadata (and each tile's provenance, where the format keeps one) names the detector."""
+    from wsi_cosynth.exporters import read_dataset
+
+    rng = np.random.default_rng(8)
+    image, _ = _disc_image(128, 128, _spread(10, 128, 128, rng), seed=8)
+    slide = write_svs(tmp_path / "bare.svs", image, mpp=0.5)
+    out = tmp_path / fmt
+    argv = ["export", "--slide", str(slide), "--source", "real", "--labels", "detect", "--detector", str(detector_dir),
+            "--format", fmt, "--out", str(out), "--mpp", "0.5", "--tile-size", "64", "--min-tissue", "0",
+            "--no-progress"]
+    assert main(argv) == 0
+    assert "using the 10 nuclei found by the detector d" in capsys.readouterr().err
+    meta = json.loads((out / ("index.json" if fmt == "geojson" else "taxonomy.json")).read_text())
+    assert meta["labels_by"].startswith("nuclei detector d (digest ")
+    tiles = list(read_dataset(out, fmt))
+    assert sum(t.n_nuclei for t in tiles) >= 10  # nuclei cut by tile borders count in both tiles
+    if fmt in ("coco", "pannuke", "geojson"):
+        assert all(t.provenance.labels_by == meta["labels_by"] for t in tiles)
+    if fmt == "coco":
+        assert json.loads((out / "annotations.json").read_text())["info"]["labels_by"] == meta["labels_by"]
+    # Annotations given as well: the user must choose.
+    assert main([*argv, "--annotations", str(tmp_path / "a.geojson"), "--out", str(tmp_path / "x")]) == 2
+    assert "drop --annotations" in capsys.readouterr().err
 
 
 def test_the_bundled_detector_finds_the_nuclei_of_held_out_consep_tiles(consep_dir):
@@ -204,7 +297,8 @@ def test_the_bundled_detector_finds_the_nuclei_of_held_out_consep_tiles(consep_d
     detector scores near 0."""
     from wsi_cosynth.api import default_detector_path
     from wsi_cosynth.detection import load_detector
-    from wsi_cosynth.evaluation.downstream import DetectionCounts, _centroids
+    from wsi_cosynth.evaluation.downstream import DetectionCounts
+    from wsi_cosynth.instances import instance_centroids
     from wsi_cosynth.exporters import read_dataset
 
     detector = load_detector(default_detector_path())
@@ -215,7 +309,7 @@ def test_the_bundled_detector_finds_the_nuclei_of_held_out_consep_tiles(consep_d
     for tile in tiles:
         found = detector.predict(tile.image)
         assert 0 < found.confidence.min() and found.confidence.max() <= 1
-        txy, pxy = _centroids(tile.instances), _centroids(found.instances)
+        txy, pxy = instance_centroids(tile.instances), instance_centroids(found.instances)
         counts.add(txy, np.ones(len(txy), np.int64), pxy, np.ones(len(pxy), np.int64))
     f1, _ = counts.f1([1])
     assert f1 >= 0.5, f1

@@ -72,3 +72,17 @@ def test_real_tile(consep_dir):
     lay = layout_from_tile(tile)
     pred, cls = separate_instances(distance_map(tile.instances), tile.semantic(), lay.xy_tile, lay.classes)
     assert mean_instance_dice(tile.instances, pred) > 0.97
+
+
+def test_instance_centroids_are_pixel_centred_and_nan_for_missing_ids():
+    from wsi_cosynth.instances import instance_centroids
+
+    inst = np.zeros((6, 8), np.int32)
+    inst[0:2, 0:4] = 1  # x 0..4, y 0..2: centre (2, 1)
+    inst[5, 7] = 3  # one pixel: centre (7.5, 5.5); id 2 has no pixels
+    xy = instance_centroids(inst)
+    assert xy.shape == (3, 2)
+    np.testing.assert_allclose(xy[[0, 2]], [[2.0, 1.0], [7.5, 5.5]])
+    assert np.isnan(xy[1]).all()
+    assert instance_centroids(inst, 1).shape == (1, 2)
+    assert instance_centroids(np.zeros((4, 4), np.int32)).shape == (0, 2)

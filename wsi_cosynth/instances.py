@@ -94,6 +94,19 @@ def _snap_markers(markers: np.ndarray, fg: np.ndarray, radius: float) -> np.ndar
     return out
 
 
+def instance_centroids(instances: np.ndarray, n: int | None = None) -> np.ndarray:
+    """(n, 2) float (x, y) centroids of ids 1..n of an instance map (n: its largest id unless given),
+    in pixel-centre coordinates (pixel (0, 0) spans 0..1 and has its centre at 0.5); NaN for an id
+    with no pixels."""
+    n = (int(instances.max()) if instances.size else 0) if n is None else int(n)
+    rows, cols = np.nonzero(instances)
+    ids = instances[rows, cols]
+    count = np.bincount(ids, minlength=n + 1)[1:n + 1]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.stack([np.bincount(ids, weights=cols + 0.5, minlength=n + 1)[1:n + 1] / count,
+                         np.bincount(ids, weights=rows + 0.5, minlength=n + 1)[1:n + 1] / count], axis=1)
+
+
 def separate_instances(
     distance: np.ndarray,
     semantic: np.ndarray,

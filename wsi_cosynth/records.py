@@ -30,7 +30,9 @@ class Provenance:
     ``synthetic``: the pixels were made by a generative model (e.g. a slide written by
     ``wsi-cosynth synthesize``), stored as ``"synthetic": true`` only when set;
     ``patient``/``split``: the patient of the source slide and the split (train, val, test) of a
-    cohort dataset, stored only when set.
+    cohort dataset, stored only when set; ``labels_by``: the model that made the tile's labels
+    (e.g. a nuclei detector on a slide nobody annotated), stored only when set: such labels are
+    not a pathologist's.
     """
 
     name: str
@@ -42,6 +44,7 @@ class Provenance:
     synthetic: bool = False
     patient: str | None = None
     split: str | None = None
+    labels_by: str | None = None
 
     def to_dict(self) -> dict:
         d = {
@@ -54,7 +57,7 @@ class Provenance:
         }
         if self.synthetic:
             d["synthetic"] = True
-        for key in ("patient", "split"):
+        for key in ("patient", "split", "labels_by"):
             if getattr(self, key) is not None:
                 d[key] = getattr(self, key)
         return d
@@ -63,7 +66,7 @@ class Provenance:
     def from_dict(cls, d: dict) -> "Provenance":
         return cls(**{k: d.get(k) for k in ("name", "source", "x_slide", "y_slide", "mpp", "tissue")},
                    synthetic=d.get("synthetic") is True,
-                   **{k: d[k] for k in ("patient", "split") if isinstance(d.get(k), str)})
+                   **{k: d[k] for k in ("patient", "split", "labels_by") if isinstance(d.get(k), str)})
 
 
 @dataclass(frozen=True)

@@ -196,7 +196,7 @@ def provenance_from(d: Any, where: str):
     name = d.get("name")
     if not isinstance(name, str) or not name:
         raise CosynthError(f"{where}: provenance name must be a non-empty string, got {str(name)[:40]!r}")
-    for key in ("source", "tissue", "patient", "split"):
+    for key in ("source", "tissue", "patient", "split", "labels_by"):
         if d.get(key) is not None and not isinstance(d[key], str):
             raise CosynthError(f"{where}: provenance {key} must be a string, got {str(d[key])[:40]!r}")
     for key in ("x_slide", "y_slide", "mpp"):

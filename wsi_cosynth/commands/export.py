@@ -2,14 +2,20 @@
 
 ``--source synthetic`` (default) co-synthesises image + label for each tissue tile's nuclei layout
 with the joint diffusion model (bundled default model unless ``--model``): layouts come from the
-slide's annotations (``--annotations`` or a sidecar .geojson) or, without annotations, are
+slide's annotations (``--annotations`` or a sidecar .geojson), from its detected nuclei, or are
 resampled from a fitted layout model (``--layouts resample``). Tiles are laid at the MODEL's
 resolution and tile size unless ``--mpp`` is given. An interrupted run resumes when rerun with
 the same options; ``--workers N`` / ``--scheduler ADDRESS`` run the batches on Dask.
 
+A slide without annotations has its nuclei detected first (the bundled detector unless
+``--detector DIR``; ``--detector none`` resamples CoNSeP-fitted layouts instead); ``--layouts
+resample`` fits the layout model to the slide's own nuclei (annotated or detected).
+
 ``--source real`` exports the slide's own tiles with labels rasterised from its annotations
-(polygons; point-only annotations cannot give instance maps). Formats: coco, lizard, pannuke,
-geojson (QuPath-importable, level-0 slide pixels), consep (HoVer-Net's layout). Annotations with
+(polygons; point-only annotations cannot give instance maps), or, with ``--labels detect``, from
+the detector's nuclei (every format's metadata then names the detector: ``labels_by``).
+Formats: coco, lizard, pannuke, geojson (QuPath-importable, level-0 slide pixels), consep
+(HoVer-Net's layout). Annotations with
 no classes (MoNuSeg) get the one-class "nucleus" taxonomy; ``--default-class`` names a class for
 them instead. Plain images (strip TIFF, PNG, JPEG) are slides too; ``--pad`` tiles past the
 slide's edges (and a slide smaller than one tile) with a background colour.
@@ -59,6 +65,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--geojson-multipolygon", action="store_true",
                         help="GeoJSON: keep every part of a nucleus as a MultiPolygon (default: its largest Polygon)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
+    parser.add_argument("--detector", default="bundled", metavar="DIR|bundled|none",
+                        help="nuclei detector for a slide without annotations (default: the bundled one; 'none': "
+                             "resample layouts instead): its nuclei are the layouts of a synthetic export and, with "
+                             "--labels detect, the labels of a real one (written beside the output as "
+                             "<out>.detections.geojson)")
+    parser.add_argument("--labels", choices=("annotations", "detect"), default="annotations",
+                        help="--source real: labels from the annotations (default) or from the nuclei detector "
+                             "(marked model-made in the dataset's metadata)")
     add_output_arguments(parser)
     _add_synthesis_arguments(parser)
     # Resolution and tile size default per source: 0.5 um/px and 256 px for real tiles, the
@@ -72,9 +86,6 @@ def _add_synthesis_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--layouts", choices=("auto", "annotations", "resample"), default="auto",
                    help="layouts from the annotations, or resampled from a layout model (auto: annotations when present)")
     g.add_argument("--layout-model", default=None, help="fitted layout model .json (default: the bundled CoNSeP one)")
-    g.add_argument("--detector", default=None,
-                   help="nuclei detector directory, or 'bundled': a slide without annotations gets its layouts from "
-                        "the nuclei it detects (written beside the output as <out>.detections.geojson)")
     g.add_argument("--per-layout", type=int, default=1, help="samples per layout (default 1)")
     # Sampling settings default to the model's own (its config's sample section; the bundled
     # model: 25 DDPM steps, guidance 2), chosen for that model by measurement.
@@ -172,7 +183,7 @@ def _run_real(args: argparse.Namespace):
     return export_real(
         args.slide, args.annotations, args.out, args.format, taxonomy=args.taxonomy, class_map=class_map,
         progress=show_progress(args), writer_options=_writer_options(args), default_class=args.default_class,
-        **plan_kwargs(args),
+        labels=args.labels, detector=args.detector, **plan_kwargs(args),
     )
 
 
@@ -193,6 +204,7 @@ def options_from_args(args: argparse.Namespace):
         per_layout=args.per_layout, max_tiles=args.max_tiles, seed=args.seed, steps=args.steps,
         guidance=args.guidance, sampler=args.sampler, eta=args.eta, spacing=getattr(args, "spacing", None),
         final_label=getattr(args, "final_label", None), colour_match=getattr(args, "colour_match", "tile"),
+        detector=args.detector, labels=args.labels,
         batch_size=args.batch_size, device=args.device, threads=args.threads, workers=args.workers,
         scheduler=args.scheduler, restart=args.restart, overwrite=writer_options.pop("overwrite"),
         writer_options=writer_options, progress=show_progress(args),

@@ -29,6 +29,7 @@ import numpy as np
 
 from ..atomic import atomic_path, output_lock, write_text_atomic
 from ..errors import CosynthError
+from ..instances import instance_centroids
 from ..records import LabelledTile, Provenance, SlidePlacement
 from .model import Detector
 
@@ -81,15 +82,6 @@ class _BorderIndex:
         return False
 
 
-def _centroids(instances: np.ndarray, n: int) -> np.ndarray:
-    """(n, 2) (x, y) pixel-centre centroids of ids 1..n."""
-    rows, cols = np.nonzero(instances)
-    ids = instances[rows, cols]
-    count = np.maximum(np.bincount(ids, minlength=n + 1)[1:], 1)
-    return np.stack([np.bincount(ids, weights=cols + 0.5, minlength=n + 1)[1:] / count,
-                     np.bincount(ids, weights=rows + 0.5, minlength=n + 1)[1:] / count], axis=1)
-
-
 def _window_features(detector: Detector, image: np.ndarray, name: str, origin_level0: tuple[float, float], scale: float,
                      options: DetectOptions, index: _BorderIndex) -> tuple[list[dict], list[list[float]]]:
     """The features of one window's nuclei to write, and the level-0 centroids near its borders."""
@@ -99,7 +91,7 @@ def _window_features(detector: Detector, image: np.ndarray, name: str, origin_le
     n = len(found)
     if n == 0:
         return [], []
-    centre = _centroids(found.instances, n)  # window px
+    centre = instance_centroids(found.instances, n)  # window px
     lo, hi = options.halo - options.band, options.halo + options.core + options.band
     candidate = (centre[:, 0] >= lo) & (centre[:, 0] < hi) & (centre[:, 1] >= lo) & (centre[:, 1] < hi)
     level0 = centre * scale + np.asarray(origin_level0)

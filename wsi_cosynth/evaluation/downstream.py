@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import CosynthError
+from ..instances import instance_centroids
 from ..records import LabelledTile, Layout
 from ..taxonomy import Taxonomy
 from ..detection.segmenter import SegmenterConfig, predict_instances, train_segmenter
@@ -145,22 +146,6 @@ def build_arms(
     return [Arm(name, tuple(t for part in parts[name] for t in part), config) for name in wanted]
 
 
-def _centroids(instances: np.ndarray) -> np.ndarray:
-    """(N, 2) float (x, y) centroids of ids 1..N (N = max id)."""
-    n = int(instances.max()) if instances.size else 0
-    if n == 0:
-        return np.zeros((0, 2))
-    rows, cols = np.indices(instances.shape)
-    ids = instances.ravel()
-    count = np.bincount(ids, minlength=n + 1)[1:]
-    cx = np.bincount(ids, weights=cols.ravel(), minlength=n + 1)[1:]
-    cy = np.bincount(ids, weights=rows.ravel(), minlength=n + 1)[1:]
-    keep = count > 0
-    xy = np.full((n, 2), np.nan)
-    xy[keep] = np.stack([cx[keep] / count[keep], cy[keep] / count[keep]], axis=1)
-    return xy
-
-
 @dataclass
 class DetectionCounts:
     """Paired and unpaired nuclei over a test set, as HoVer-Net's ``compute_stats`` collects them."""
@@ -225,7 +210,7 @@ def score_segmenter(net, test: Sequence[LabelledTile], taxonomy: Taxonomy, *, h:
         per_tile["pq"].append(pq.pq)
         per_tile["dq"].append(pq.dq)
         per_tile["sq"].append(pq.sq)
-        txy, pxy = _centroids(tile.instances), _centroids(inst)
+        txy, pxy = instance_centroids(tile.instances), instance_centroids(inst)
         tk, pk = ~np.isnan(txy[:, 0]), ~np.isnan(pxy[:, 0])
         counts.add(txy[tk], np.asarray(tile.classes)[tk], pxy[pk], np.asarray(cls)[pk])
     detection, per_class = counts.f1(range(1, taxonomy.n_classes + 1))

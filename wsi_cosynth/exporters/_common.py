@@ -29,6 +29,8 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 # The largest instance count any format here may carry per tile; all maps are int32.
 MAX_INSTANCES = int(np.iinfo(np.int32).max)
 TAXONOMY_FILE = "taxonomy.json"
+# Dataset metadata key naming the model that made the labels (taxonomy.json, COCO info, GeoJSON index.json).
+LABELS_BY_KEY = "labels_by"
 # Dataset tiles: a 1 x 1 image is damage, and a header claiming gigapixels is a decompression bomb.
 MIN_IMAGE_SIDE = 2
 MAX_IMAGE_PIXELS = 16384 * 16384
@@ -170,6 +172,12 @@ def read_taxonomy_file(folder: Path) -> Taxonomy | None:
     return Taxonomy.from_dict(load_json(p)) if optional_file(p, "taxonomy file") else None
 
 
+def _add_to_json(path: Path, fields: dict) -> None:
+    record = json.loads(path.read_text())
+    record.update(fields)
+    path.write_text(json.dumps(record, indent=1) + "\n")
+
+
 def write_taxonomy_file(folder: Path, taxonomy: Taxonomy, note: str | None = None, *, extra: dict | None = None) -> None:
     """``taxonomy.json``: the class set, ``ids_follow`` (whose ids the files use), an optional note
     and format-specific ``extra`` fields; a note is added to the fields already there."""
@@ -275,8 +283,12 @@ class DatasetWriter(ABC):
         *,
         class_map: dict[str, str] | None = None,
         overwrite: bool = False,
+        labels_by: str | None = None,
     ) -> None:
         self.out_dir = Path(out_dir)
+        # The model that made the labels (a detector on an unannotated slide): every tile's
+        # provenance and the dataset's own metadata say so, so nobody takes them for a pathologist's.
+        self.labels_by = labels_by
         if self.out_dir.exists() and not self.out_dir.is_dir():
             raise CosynthError(f"output {self.out_dir} exists and is not a directory")
         if self.out_dir.is_dir() and any(self.out_dir.iterdir()) and not overwrite:
@@ -312,6 +324,8 @@ class DatasetWriter(ABC):
         if name in self._names:
             raise CosynthError(f"duplicate tile name {name!r} in {self.out_dir}")
         self._names.add(name)
+        if self.labels_by is not None:
+            tile = replace(tile, provenance=replace(tile.provenance, labels_by=self.labels_by))
         self._add(self._remap(tile))
         self.n_tiles += 1
 
@@ -324,6 +338,8 @@ class DatasetWriter(ABC):
             self._finish()
             if self.ids_note and (self.root / TAXONOMY_FILE).is_file():
                 write_taxonomy_file(self.root, self.taxonomy, self.ids_note)
+            if self.labels_by is not None and (self.root / TAXONOMY_FILE).is_file():
+                _add_to_json(self.root / TAXONOMY_FILE, {LABELS_BY_KEY: self.labels_by})
         except BaseException:
             self.abort()
             raise

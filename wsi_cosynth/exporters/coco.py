@@ -38,7 +38,7 @@ from ..geometry import mask_to_polygons, rasterize_polygon
 from ..records import LabelledTile, Provenance, relabel_contiguous
 from ..taxonomy import Taxonomy
 from ..validation import placement_from, provenance_from, report_dropped, ring_problem
-from ._common import MIN_IMAGE_SIDE, BackgroundJobs, DatasetWriter, load_image, load_json, write_taxonomy_file
+from ._common import LABELS_BY_KEY, MIN_IMAGE_SIDE, BackgroundJobs, DatasetWriter, load_image, load_json, write_taxonomy_file
 from ._rle import boxes_and_areas_from_runs, counts_from_runs, decode_counts_string, instance_runs, paint_counts
 
 ANNOTATIONS = "annotations.json"
@@ -127,7 +127,8 @@ class Writer(DatasetWriter):
     def _finish(self) -> None:
         self._wait_for_encoding()
         self._spool.close()
-        info = {"description": "nuclei instance segmentation exported by wsi-cosynth", "version": "1.0"}
+        info = {"description": "nuclei instance segmentation exported by wsi-cosynth", "version": "1.0",
+                **({LABELS_BY_KEY: self.labels_by} if self.labels_by is not None else {})}
         categories = [
             {"id": i + 1, "name": name, "supercategory": "nucleus", "color": list(color)}
             for i, (name, color) in enumerate(zip(self.taxonomy.names, self.taxonomy.colors))

@@ -51,7 +51,7 @@ from ..geometry import instance_bboxes, mask_to_polygons, rasterize_polygon
 from ..records import LabelledTile, Provenance, relabel_contiguous
 from ..taxonomy import Taxonomy
 from ..validation import geometry_problems, placement_from, provenance_from, report_dropped
-from ._common import BackgroundJobs, DatasetWriter, IMAGE_SUFFIXES, list_stems, load_image, load_json
+from ._common import LABELS_BY_KEY, BackgroundJobs, DatasetWriter, IMAGE_SUFFIXES, list_stems, load_image, load_json
 
 UNCLASSIFIED = "unclassified"
 OUTLINES_KEY = "outlines_tile"  # LabelledTile.extra: source outlines (pipeline.planning.OUTLINES_KEY)
@@ -134,7 +134,8 @@ class Writer(DatasetWriter):
                         out.write(("" if first else ",") + inner)
                         first = False
                 out.write("]}")
-        index = {"taxonomy": self.taxonomy.to_dict(), "tiles": self.entries}
+        index = {"taxonomy": self.taxonomy.to_dict(),
+                 **({LABELS_BY_KEY: self.labels_by} if self.labels_by is not None else {}), "tiles": self.entries}
         (self.root / "index.json").write_text(json.dumps(index, indent=1))
         if self.fragments.nuclei:
             self.notes.append(self.fragments.describe())

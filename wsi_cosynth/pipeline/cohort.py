@@ -11,7 +11,9 @@ task per run of ``REAL_TILES_PER_TASK`` tiles of a slide, the first of which als
 (:mod:`.cohort_tasks`). Finished tasks are kept in the work directory (:mod:`.cohort_store`),
 so an interrupted cohort resumes where it stopped and ends with the same files; the output
 appears only when complete. A slide that cannot be used is listed as failed with its reason
-and the others are exported.
+and the others are exported. A synthetic export's slides without annotations have their nuclei
+detected by their planning task (``options.detector``; kept beside the output in
+``<out>.detections/``), as a single-slide export does.
 """
 
 from __future__ import annotations
@@ -25,10 +27,11 @@ from typing import Any
 from ..atomic import output_lock
 from ..errors import CosynthError
 from ..records import LabelledTile
-from ..taxonomy import Taxonomy, get_taxonomy
+from ..taxonomy import Taxonomy, get_taxonomy, with_default_class
 from .cohort_csv import CohortRow, read_cohort_csv
 from .cohort_output import CohortSlide, CohortSummary, SlideOutcome, n_parts, write_cohort_output
 from .cohort_store import CohortWorkDir, SlideStore, file_identity, slide_folder
+from .detected import NO_DETECTOR, detections_unusable
 from .cohort_tasks import (
     OK,
     REAL_TILES_PER_TASK,
@@ -84,9 +87,14 @@ def export_cohort(cohort_csv: str | Path, out: str | Path, options: ExportOption
     chosen_taxonomy = get_taxonomy(options.taxonomy) if options.taxonomy and model is None else None
     warnings = [f"cohort CSV {cohort.path}: columns {list(cohort.ignored_columns)} are not cohort columns and "
                 f"were ignored"] if cohort.ignored_columns else []
+    if options.labels == "detect":
+        raise CosynthError("--labels detect labels one --slide; for a cohort, run `wsi-cosynth detect` on each "
+                           "slide and give the files in the CSV's annotations column")
     with output_lock(out):
         work = CohortWorkDir(out, _settings(options, model), restart=options.restart)
-        slides = _slides(cohort.rows, options, work, fractions)
+        detections, note = _detections_for(out, options, model)
+        warnings += [note] if note else []
+        slides = _slides(cohort.rows, options, work, fractions, detections=detections)
         try:
             with TaskRunner(workers=options.workers, scheduler=options.scheduler) as runner:
                 if model is not None:
@@ -123,7 +131,8 @@ def _settings(options: ExportOptions, model: ModelInfo | None) -> dict[str, Any]
     if model is not None:
         sampling = _sampling(options, model)
         settings.update(options.settings_record(("layouts", "layout_model", "per_layout", "max_tiles", "batch_size",
-                                                 "taxonomy", "class_map", "default_class", "colour_match")))
+                                                 "taxonomy", "class_map", "default_class", "colour_match",
+                                                 "detector")))
         settings.update(model=model.digest, sampling=sampling.model_dump(mode="json"),
                         device=device_kind(options.device, options.scheduler))
         if settings["device"] != "cuda":
@@ -140,10 +149,27 @@ def _sampling(options: ExportOptions, model: ModelInfo):
     return settings
 
 
+def _detections_for(out: Path, options: ExportOptions, model: ModelInfo | None) -> tuple[Path | None, str | None]:
+    """Where a synthetic cohort export writes the detections of its unannotated slides,
+    ``<out>.detections/<slide stem>.geojson`` beside the output (kept: they are what the layouts
+    came from), and a warning to report. None when nothing is detected: real tiles, no detector, a
+    given layout model, or a model that cannot draw the detector's classes (the warning says so)."""
+    if (model is None or options.detector is None or str(options.detector) == NO_DETECTOR
+            or (options.layouts == "resample" and options.layout_model is not None)):
+        return None, None
+    unusable = detections_unusable(options.detector, model.taxonomy,
+                                   with_default_class(options.class_map, options.default_class), model.unknown_class)
+    if unusable is not None:
+        return None, (f"slides without nuclei annotations get resampled layouts: {unusable} "
+                      "(--default-class NAME draws the detected nuclei as that class)")
+    return out.parent / f"{out.name}.detections", None
+
+
 def _slides(rows: tuple[CohortRow, ...], options: ExportOptions, work: CohortWorkDir,
-            fractions: tuple[float, float, float]) -> list[CohortSlide]:
+            fractions: tuple[float, float, float], *, detections: Path | None) -> list[CohortSlide]:
     """Every row as a slide of the run: a stem unique in the cohort (tile names), its seed, its
-    work folder and the split of its patient."""
+    work folder, the split of its patient and, for a synthetic export of a slide without
+    annotations, where its detections go (``detections``/stem.geojson)."""
     from ..annotations import find_sidecar
 
     tissues: dict[str, set[str]] = {}
@@ -167,7 +193,8 @@ def _slides(rows: tuple[CohortRow, ...], options: ExportOptions, work: CohortWor
         folder = slide_folder(stem, identity)
         job = SlideJob(stem=stem, slide=str(row.slide_path),
                        annotations=None if annotations is None else str(annotations), options=slide_options,
-                       seed=slide_seed(options.seed, stem))
+                       seed=slide_seed(options.seed, stem),
+                       detections=str(detections / f"{stem}.geojson") if detections and found is None else None)
         slides.append(CohortSlide(row=row, job=job, store=work.slide(folder), split=split_of[row.patient]))
     return slides
 

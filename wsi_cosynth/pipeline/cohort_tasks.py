@@ -2,7 +2,8 @@
 
 Three kinds of task, each a plain function of small picklable arguments:
 
-- :func:`plan_slide_task` (synthetic source): open one slide and its annotations, find its
+- :func:`plan_slide_task` (synthetic source): open one slide and its annotations (or detect its
+  nuclei first when it has none: ``SlideJob.detections``), find its
   tissue and tile grid, choose its layouts and read the colour of the real tile behind each
   (``colour_match``, as a single-slide export does), and return them in a :class:`SlidePlanResult`.
 - :func:`real_part_task` (real source): read and label one run of ``REAL_TILES_PER_TASK`` of a
@@ -21,8 +22,9 @@ bad slide never stops the others.
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import islice
+from pathlib import Path
 
 from ..annotations import AnnotationTable
 from ..annotations.labels import require_outlines
@@ -30,6 +32,7 @@ from ..colour import ColourStats
 from ..errors import CosynthError, require_file
 from ..records import LabelledTile, Layout
 from ..taxonomy import Taxonomy, normalise_name, with_default_class
+from .detected import detect_for_export
 from .layouts_for_slide import choose_layouts
 from .options import REAL_DEFAULT_MPP, REAL_DEFAULT_TILE_SIZE, ExportOptions
 from .planning import SlidePlan, class_lookup, iter_slide_tiles, labelled_tile, plan_slide
@@ -51,6 +54,7 @@ class SlideJob:
     annotations: str | None
     options: ExportOptions
     seed: int
+    detections: str | None = None  # an unannotated slide's detections go here (synthetic source)
 
 
 @dataclass(frozen=True)
@@ -112,14 +116,21 @@ def plan_slide_task(job: SlideJob, model: ModelInfo) -> SlidePlanResult:
 def _plan_synthetic(job: SlideJob, model: ModelInfo) -> SlidePlanResult:
     o = job.options
     mpp = float(o.mpp if o.mpp is not None else (model.mpp or REAL_DEFAULT_MPP))
+    detected_note = ()
+    if job.detections is not None:
+        require_file(job.slide, "slide")
+        Path(job.detections).parent.mkdir(parents=True, exist_ok=True)
+        detected = detect_for_export(job.slide, job.detections, o.detector, slide_mpp=o.slide_mpp,
+                                     min_tissue=o.min_tissue, progress=False)
+        job, detected_note = replace(job, annotations=str(detected.path)), (f"{job.stem}: {detected.note}",)
     with _open_plan(job, mpp, model.tile_size) as plan:
         layouts, notes = choose_layouts(plan, model.taxonomy, layouts=o.layouts, layout_model=o.layout_model,
                                         class_map=o.class_map, default_class=o.default_class,
                                         max_tiles=o.max_tiles, seed=job.seed, tissue=o.tissue,
                                         unknown_class=model.unknown_class)
         look = read_slide_look(plan, layouts, o.colour_match, preview=0)
-    return SlidePlanResult(status=OK, n_tiles=len(layouts) * o.per_layout, notes=tuple(notes), layouts=tuple(layouts),
-                           colours=look.colours)
+    return SlidePlanResult(status=OK, n_tiles=len(layouts) * o.per_layout, notes=(*detected_note, *notes),
+                           layouts=tuple(layouts), colours=look.colours)
 
 
 def _nuclei(job: SlideJob, plan: SlidePlan) -> AnnotationTable:

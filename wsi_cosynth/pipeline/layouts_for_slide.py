@@ -2,8 +2,9 @@
 
 ``annotations``: each tissue tile's annotated nuclei become its layout (classes mapped by name
 into the synthesis model's taxonomy). ``resample``: each tile gets a NEW layout drawn from a
-fitted layout model (:mod:`wsi_cosynth.layouts.point_process`), the default when the slide has
-no annotations, so unannotated slides still yield datasets.
+fitted layout model (:mod:`wsi_cosynth.layouts.point_process`): ``--layout-model`` when given,
+else one fitted to the slide's own nuclei (annotations or detections, :mod:`.slide_layout_fit`),
+else the bundled CoNSeP model (a slide with no nuclei at all and no detector).
 """
 
 from __future__ import annotations
@@ -16,9 +17,11 @@ from typing import Literal
 import numpy as np
 
 from ..errors import CosynthError
+from ..layouts.point_process import LayoutModel
 from ..records import Layout
 from ..taxonomy import Taxonomy, class_mapping, is_unclassified, with_default_class
 from .planning import SlidePlan, class_lookup, tile_layout
+from .slide_layout_fit import fit_to_slide
 
 LayoutSource = Literal["auto", "annotations", "resample"]
 LAYOUT_SOURCES = ("auto", "annotations", "resample")
@@ -64,12 +67,15 @@ def _layout_at(plan: SlidePlan, pos, taxonomy: Taxonomy, lookup: dict[str, int])
 
 
 def resampled_layouts(plan: SlidePlan, taxonomy: Taxonomy, class_map: dict[str, str] | None,
-                      max_tiles: int | None, *, layout_model: str | Path | None, seed: int) -> list[Layout]:
-    """One NEW layout per tissue tile, sampled from the layout model at the tiles' resolution."""
+                      max_tiles: int | None, *, layout_model: str | Path | LayoutModel | None, seed: int,
+                      lut: np.ndarray | None = None) -> list[Layout]:
+    """One NEW layout per tissue tile, sampled from the layout model at the tiles' resolution.
+    ``lut``: model class id -> ``taxonomy`` id (default: the classes mapped by name)."""
     from ..layouts.point_process import load_layout_model, sample_layout
 
-    model = load_layout_model(layout_model or default_layout_model_path())
-    lut = class_mapping(model.taxonomy, taxonomy, class_map)
+    model = layout_model if isinstance(layout_model, LayoutModel) else load_layout_model(
+        layout_model or default_layout_model_path())
+    lut = class_mapping(model.taxonomy, taxonomy, class_map) if lut is None else lut
     # The process was fitted in pixels of model.mpp: sample the same physical window, then scale.
     ratio = (plan.target_mpp / model.mpp) if model.mpp else 1.0
     rng = np.random.default_rng(np.random.SeedSequence([int(seed) & 0xFFFFFFFF, 0x1A70]))
@@ -102,12 +108,21 @@ def choose_layouts(plan: SlidePlan, taxonomy: Taxonomy, *, layouts: str, layout_
     """
     class_map = with_default_class(class_map, default_class)
     source = resolve_layout_source(layouts, plan)
+    notes = list(plan.warnings)
     if source == "annotations":
         chosen = annotated_layouts(plan, taxonomy, class_map, max_tiles, unclassified=unknown_class)
+    elif layout_model is None and plan.annotations is not None and len(plan.annotations) > 0:
+        own = with_tissue(annotated_layouts(plan, taxonomy, class_map, None, unclassified=True), tissue)
+        fitted = fit_to_slide(plan, own, taxonomy, class_map, unknown_class=unknown_class, seed=seed)
+        chosen = resampled_layouts(plan, taxonomy, class_map, max_tiles, layout_model=fitted.model, seed=seed,
+                                   lut=fitted.lut)
+        notes.append(f"layouts resampled from a layout model fitted to the slide's own {fitted.n_nuclei} nuclei"
+                     + ("" if fitted.classes_kept else " (as one class: some have none)"))
     else:
         chosen = resampled_layouts(plan, taxonomy, class_map, max_tiles, layout_model=layout_model, seed=seed)
+        which = Path(layout_model).name if layout_model else "bundled with the package (fitted on CoNSeP, colon)"
+        notes.append(f"layouts resampled from the layout model {which} ({len(chosen)} tiles)")
     chosen = with_tissue(chosen, tissue)
-    notes = list(plan.warnings)
     if default_class is not None and plan.annotations is not None and source == "annotations":
         n_unclassified = sum(is_unclassified(str(c)) for c in plan.annotations.classes)
         if n_unclassified:
@@ -116,6 +131,4 @@ def choose_layouts(plan: SlidePlan, taxonomy: Taxonomy, *, layouts: str, layout_
         n_unclassified = sum(int(lay.unclassified.sum()) for lay in chosen)
         if n_unclassified:
             notes.append(f"{n_unclassified} nuclei without a class are drawn as the model's unknown class")
-    if source == "resample":
-        notes.append(f"layouts resampled from the layout model ({len(chosen)} tiles)")
     return chosen, notes

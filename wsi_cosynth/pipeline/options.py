@@ -33,7 +33,8 @@ class ExportOptions:
     ``tissue_regions``, ``tissue_params``, ``pad`` RGB, ``sidecar``); classes (``taxonomy``,
     ``class_map``, ``default_class``); synthesis (``model``, ``layouts``, ``layout_model``,
     ``per_layout``, ``max_tiles``, ``seed``, sampling settings, ``colour_match``, ``batch_size``,
-    ``device``);
+    ``device``); unannotated slides (``detector``: directory, ``"bundled"`` or ``"none"``;
+    ``labels``: ``"annotations"`` or ``"detect"``, real tiles);
     scale-out (``threads`` torch threads per synthesis task, ``workers``, ``scheduler``,
     ``restart``); output (``overwrite``, ``writer_options`` of the format, ``progress``).
     """
@@ -69,6 +70,8 @@ class ExportOptions:
     spacing: str | None = None
     final_label: str | None = None
     colour_match: str = "tile"
+    detector: str | Path | None = "bundled"
+    labels: str = "annotations"
     batch_size: int = 4
     device: str = "auto"
     # scale-out
@@ -101,6 +104,8 @@ class ExportOptions:
             raise CosynthError(f"--min-tissue must be between 0 and 1, got {self.min_tissue!r}")
         if self.colour_match not in COLOUR_MATCHES:
             raise CosynthError(f"unknown --colour-match {self.colour_match!r} (valid: {', '.join(COLOUR_MATCHES)})")
+        if self.labels not in ("annotations", "detect"):
+            raise CosynthError(f"unknown --labels {self.labels!r} (valid: annotations, detect)")
         if self.workers and self.scheduler is not None:
             raise CosynthError("give either --workers N (a local cluster) or --scheduler ADDRESS, not both")
 

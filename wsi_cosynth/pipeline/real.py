@@ -17,6 +17,7 @@ from ..atomic import output_lock
 from ..errors import CosynthError
 from ..slide import TissueParams
 from ..taxonomy import Taxonomy, get_taxonomy, with_default_class
+from .detected import detect_for_export, detections_path
 from .planning import (  # noqa: F401  (re-exported: the planning names used to live here)
     DEFAULT_TAXONOMY,
     SlidePlan,
@@ -66,6 +67,8 @@ def export_real(
     writer_options: dict[str, Any] | None = None,
     pad: tuple[int, int, int] | None = None,
     default_class: str | None = None,
+    labels: str = "annotations",
+    detector: str | Path = "bundled",
 ) -> ExportSummary:
     """Export the real tiles of an annotated slide as a dataset in ``fmt`` (coco, lizard, pannuke, geojson).
 
@@ -73,7 +76,9 @@ def export_real(
     only when complete. GeoJSON output is in level-0 slide pixels (tiles carry a SlidePlacement).
     Annotations without classes get the one-class ``nucleus`` taxonomy unless ``taxonomy`` is given;
     ``default_class`` names the class unclassified nuclei take in a given taxonomy. ``pad``: see
-    :func:`plan_slide`.
+    :func:`plan_slide`. ``labels="detect"``: the labels are the nuclei ``detector`` finds on the
+    slide (:mod:`.detected`; written beside ``out``), and every tile and the dataset's metadata
+    name the detector (``labels_by``): model-made labels, not a pathologist's.
 
     Raises
     ------
@@ -84,6 +89,17 @@ def export_real(
 
     if str(fmt).lower() not in WRITE_FORMATS:
         raise CosynthError(f"unknown export format {fmt!r} (valid: {', '.join(WRITE_FORMATS)})")
+    detected_note = None
+    if labels == "detect":
+        if annotations is not None:
+            raise CosynthError("--labels detect labels the tiles with the nuclei detector: drop --annotations "
+                               "(or drop --labels detect to use them)")
+        detected = detect_for_export(slide, detections_path(out), detector, slide_mpp=slide_mpp, min_tissue=min_tissue,
+                                     progress=progress)
+        annotations, sidecar, detected_note = detected.path, False, detected.note
+        writer_options = {**(writer_options or {}), "labels_by": detected.labels_by}
+    elif labels != "annotations":
+        raise CosynthError(f"unknown --labels {labels!r} (valid: annotations, detect)")
     # One export per output at a time (see atomic.output_lock).
     with output_lock(out), plan_slide(slide, annotations, mpp=mpp, tile_size=tile_size, stride=stride,
                                       min_tissue=min_tissue, slide_mpp=slide_mpp, tissue=tissue,
@@ -106,7 +122,7 @@ def export_real(
                     bar.update(1)
         finally:
             bar.close()
-        notes = [*plan.warnings, *writer.notes]
+        notes = [*([detected_note] if detected_note else []), *plan.warnings, *writer.notes]
         repairs = getattr(table, "repairs", ()) if table is not None else ()
         if repairs:
             from ..annotations.repairs import REPORT_NAME, write_repair_report

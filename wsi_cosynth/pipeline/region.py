@@ -42,7 +42,7 @@ from .region_instances import separate_region_instances
 from .region_plan import RegionPlan, plan_region
 from .region_store import RegionStore
 from .synthetic import model_info
-from .window_plan import Chunk, WindowPlan, axis_starts, plan_chunks
+from .window_plan import Chunk, WindowPlan, plan_chunks
 from .worker import cached_model, large_blocks_returned, release_free_heap, resolve_device
 
 # px of one autoencoder decode in the decode pass: its full-resolution activations (~32 floats a

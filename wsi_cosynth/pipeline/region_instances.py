@@ -20,7 +20,7 @@ from typing import TextIO
 import numpy as np
 
 from ..exporters.geojson import tile_collection_json
-from ..instances import separate_instances
+from ..instances import instance_centroids, separate_instances
 from ..records import LabelledTile, Provenance, SlidePlacement
 from ..taxonomy import Taxonomy
 from .region_plan import RegionPlan
@@ -36,15 +36,6 @@ class InstanceSummary:
 
     n_nuclei: int
     classes: np.ndarray
-
-
-def _centroids(instances: np.ndarray, n: int) -> np.ndarray:
-    """(n, 2) (row, col) pixel-centre centroids of ids 1..n of an instance map."""
-    rows, cols = np.nonzero(instances)
-    ids = instances[rows, cols]
-    count = np.maximum(np.bincount(ids, minlength=n + 1)[1:], 1)
-    return np.stack([np.bincount(ids, weights=rows + 0.5, minlength=n + 1)[1:] / count,
-                     np.bincount(ids, weights=cols + 0.5, minlength=n + 1)[1:] / count], axis=1)
 
 
 def separate_region_instances(
@@ -78,7 +69,7 @@ def separate_region_instances(
             local, local_classes = separate_instances(distance, semantic, plan.xy[inside] - [cx0, cy0],
                                                       plan.classes[inside], unmarked="drop")
             n = len(local_classes)
-            centre = _centroids(local, n) + [cy0, cx0]
+            centre = instance_centroids(local, n)[:, ::-1] + [cy0, cx0]  # (row, col)
             owned = (centre[:, 0] >= y0) & (centre[:, 0] < y1) & (centre[:, 1] >= x0) & (centre[:, 1] < x1)
             painted = store.instances[cy0:cy1, cx0:cx1]
             candidate = np.concatenate([[0], np.where(owned, np.arange(1, n + 1), 0)])[local]

@@ -21,10 +21,10 @@ from ..errors import CosynthError, require_file
 from ..models.config import SampleConfig
 from ..records import LabelledTile, Layout
 from ..slide import TissueParams
-from ..taxonomy import Taxonomy
+from ..taxonomy import Taxonomy, with_default_class
 from .execution import run_batches
 from .jobs import Batch, make_batches, plan_jobs
-from .detected import detect_for_export, needs_detection
+from .detected import detect_for_export, detections_path, detections_unusable, needs_detection
 from .layouts_for_slide import choose_layouts
 from .planning import plan_slide
 from .real import ExportSummary
@@ -244,7 +244,7 @@ def export_synthetic(
     pad: tuple[int, int, int] | None = None,
     default_class: str | None = None,
     colour_match: str = "tile",
-    detector: str | Path | None = None,
+    detector: str | Path | None = "bundled",
     **sampling: Any,
 ) -> ExportSummary:
     """Co-synthesise a dataset for a slide's tissue tiles (see the module docstring).
@@ -257,16 +257,24 @@ def export_synthetic(
     error that says so for any other. ``pad``: see :func:`plan_slide`. ``colour_match``: the
     synthetic tiles take the colour of the real tile each stands for ("tile"), of all of them
     ("slide"), or keep the model's ("none"); see slide_look.py. The preview shows each
-    synthetic tile beside its real tile. ``detector``: a nuclei detector directory; a slide without
-    annotations (none given, no sidecar) then gets its layouts from its detected nuclei
-    (:mod:`.detected`), which are written beside ``out``.
+    synthetic tile beside its real tile. ``detector``: a nuclei detector directory (default
+    ``"bundled"``; None or ``"none"``: no detection); a slide without annotations (none given, no
+    sidecar) gets its layouts from its detected nuclei (:mod:`.detected`), written beside ``out``.
     """
     require_file(slide, "slide")
-    detected_note = None
-    if needs_detection(slide, annotations, detector):
-        annotations, detected_note = detect_for_export(slide, out, detector, slide_mpp=slide_mpp, min_tissue=min_tissue,
-                                                       progress=progress)
     info = model_info(model)
+    detected_note = None
+    # Layouts drawn from a given layout model need no nuclei of the slide's own.
+    if needs_detection(slide, annotations, detector) and not (layouts == "resample" and layout_model is not None):
+        unusable = detections_unusable(detector, info.taxonomy, with_default_class(class_map, default_class),
+                                       info.unknown_class)
+        if unusable is None:
+            detected = detect_for_export(slide, detections_path(out), detector, slide_mpp=slide_mpp,
+                                         min_tissue=min_tissue, progress=progress)
+            annotations, detected_note = detected.path, detected.note
+        else:
+            detected_note = (f"slide has no nuclei annotations and {unusable}: layouts are resampled instead "
+                             "(--default-class NAME draws the detected nuclei as that class)")
     require_model_taxonomy(info, taxonomy)
     target_mpp = float(mpp if mpp is not None else (info.mpp or 0.5))
     if max_tiles is not None and max_tiles < 1:
