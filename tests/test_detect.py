@@ -111,6 +111,35 @@ def test_the_output_is_read_back_as_annotations(detector_dir, tmp_path):
     assert len(json.loads((coco / "annotations.json").read_text())["annotations"]) == n == 10
 
 
+def test_geoparquet_output_holds_the_same_nuclei(detector_dir, tmp_path):
+    """``--out x.parquet``: GeoParquet with the GeoJSON's nuclei (polygons, classes, confidences),
+    read back by the annotation reader and by export."""
+    import pyarrow.parquet as pq
+    import shapely
+
+    from wsi_cosynth.annotations import load_annotations
+
+    rng = np.random.default_rng(11)
+    image, _ = _disc_image(256, 256, _spread(30, 256, 256, rng), seed=11)
+    slide = write_svs(tmp_path / "s.svs", image, mpp=0.5)
+    common = ["--slide", str(slide), "--detector", str(detector_dir), "--window", "64", "--min-tissue", "0",
+              "--no-progress", "--threads", "1"]
+    assert main(["detect", *common, "--out", str(tmp_path / "n.geojson")]) == 0
+    assert main(["detect", *common, "--out", str(tmp_path / "n.parquet")]) == 0
+    table = pq.read_table(tmp_path / "n.parquet")
+    meta = json.loads(table.schema.metadata[b"geo"])
+    assert meta["primary_column"] == "geometry" and meta["columns"]["geometry"]["encoding"] == "WKB"
+    features = json.loads((tmp_path / "n.geojson").read_text())["features"]
+    assert table.num_rows == len(features) == 30
+    polygons = shapely.from_wkb(table.column("geometry").to_numpy(zero_copy_only=False))
+    np.testing.assert_allclose(shapely.area(polygons), [shapely.from_geojson(json.dumps(f["geometry"])).area
+                                                        for f in features])
+    assert table.column("confidence").to_pylist() == pytest.approx(
+        [f["properties"]["measurements"]["Detection confidence"] for f in features])
+    read = load_annotations(tmp_path / "n.parquet")
+    assert len(read) == 30 and set(map(str, read.classes)) == {"nucleus"}
+
+
 def test_a_killed_run_resumes_to_the_same_file(detector_dir, tmp_path):
     rng = np.random.default_rng(4)
     image, _ = _disc_image(768, 768, _spread(150, 768, 768, rng, gap=16), seed=4)

@@ -2,7 +2,9 @@
 
 Writes QuPath detections (a GeoJSON FeatureCollection: one Polygon per nucleus in level-0 pixels,
 ``classification`` = its class, ``measurements`` with its area and "Detection confidence"), which
-QuPath imports, TIAToolbox and GeoPandas read, and ``wsi-cosynth export --annotations`` takes.
+QuPath imports, TIAToolbox and GeoPandas read, and ``wsi-cosynth export --annotations`` takes;
+or, for ``--out x.parquet``, GeoParquet (WKB polygons, class_name, confidence, area_px2) for
+GeoPandas, DuckDB or Spark on millions of nuclei.
 
 The slide is read at the detector's own resolution in overlapping windows over its tissue; a
 nucleus on a window border is written once (see wsi_cosynth/detection/slide_detect.py). A killed
@@ -20,7 +22,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("detect", help="detect the nuclei of a slide (QuPath GeoJSON detections)",
                                    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--slide", required=True, help="the slide (any format export reads)")
-    parser.add_argument("--out", required=True, help="output GeoJSON file")
+    parser.add_argument("--out", required=True,
+                        help="output file: QuPath GeoJSON (.geojson/.json), or GeoParquet when it ends in .parquet")
     parser.add_argument("--detector", default=None, help="detector directory (default: the bundled detector)")
     parser.add_argument("--slide-mpp", type=float, default=None,
                         help="the slide's microns per pixel, when the file does not record it")
