@@ -191,20 +191,27 @@ def detect(
     overwrite: bool = False,
     restart: bool = False,
     progress: bool = False,
+    workers: int = 0,
+    scheduler: str | None = None,
 ):
-    """Detect the nuclei of a slide's tissue and write them as QuPath detections (GeoJSON), as
-    ``wsi-cosynth detect`` does. ``detector``: a detector directory (default: the bundled one);
-    ``window``: the window core in detector px. Returns a DetectResult (path, nuclei per class,
-    windows, Mpx, seconds)."""
+    """Detect the nuclei of a slide's tissue and write them as QuPath detections (GeoJSON; GeoParquet
+    for an ``out`` ending in .parquet), as ``wsi-cosynth detect`` does. ``detector``: a detector
+    directory (default: the bundled one); ``window``: the window core in detector px; ``workers`` /
+    ``scheduler``: run the windows on local Dask processes or an existing cluster (``threads``
+    torch threads each). Returns a DetectResult (path, nuclei per class, windows, Mpx, seconds)."""
     from .detection import DetectOptions, detect_slide, load_detector
     from .detection.slide_detect import detector_digest
 
     folder = Path(detector) if detector is not None else default_detector_path()
     net = load_detector(folder)
-    if threads:
+    distributed = bool(workers) or scheduler is not None
+    if workers and scheduler is not None:
+        raise CosynthError("give either workers (a local cluster) or scheduler (an existing one), not both")
+    if threads and not distributed:
         import torch
 
         torch.set_num_threads(int(threads))
     options = DetectOptions(core=int(window), min_tissue=float(min_tissue))
     return detect_slide(slide, out, net, digest=detector_digest(folder), slide_mpp=slide_mpp, options=options,
-                        overwrite=overwrite, restart=restart, progress=progress)
+                        overwrite=overwrite, restart=restart, progress=progress, workers=int(workers),
+                        scheduler=scheduler, worker_threads=(int(threads) if threads else 1) if distributed else None)

@@ -4,16 +4,18 @@ QuPath detections out.
 The slide's tissue is cut into cores of ``core`` px at the detector's resolution (the export's
 tile grid, tissue detection included); each core is read with a ``halo`` of context on every
 side, so a nucleus on a core border lies whole inside both windows that contain it. Each window
-keeps the nuclei whose centroid lies in its core widened by ``band`` px; a nucleus a neighbouring
-window has already written (a centroid within ``same_nucleus`` px) is not written again. So a
-nucleus whose centroid the two windows place a pixel apart, on either side of the border, is
-written once: not twice (both claim it) nor never (each leaves it to the other).
+keeps the nuclei whose centroid lies in its core widened by ``band`` px; when the windows are
+assembled, in grid order, a nucleus near a core border that a window before already wrote (a
+centroid within ``same_nucleus`` px) is not written again. So a nucleus whose centroid the two
+windows place a pixel apart, on either side of the border, is written once: not twice (both
+claim it) nor never (each leaves it to the other). Windows are independent tasks (in-process or
+on Dask, any order); the merge, at assembly, makes the output the same wherever they ran.
 
 Resumable: the work directory ``.<name>.work/`` beside the output holds the run's settings and
-one JSON file per finished window (its features and the centroids near its borders), each written
-atomically; a rerun with the same settings skips the finished windows and the final GeoJSON is
+one JSON file per finished window (its candidate nuclei, their centroids and border flags), each
+written atomically; a rerun with the same settings skips the finished windows and the output is
 assembled from them at the end, atomically (a killed run never leaves a half-written file).
-Memory: one window, plus the centroids near core borders seen so far.
+Memory: one window per task, plus the centroids near core borders while assembling.
 """
 
 from __future__ import annotations
@@ -82,45 +84,75 @@ class _BorderIndex:
         return False
 
 
-def _window_features(detector: Detector, image: np.ndarray, name: str, origin_level0: tuple[float, float], scale: float,
-                     options: DetectOptions, index: _BorderIndex) -> tuple[list[dict], list[list[float]]]:
-    """The features of one window's nuclei to write, and the level-0 centroids near its borders."""
+def _window_candidates(detector: Detector, image: np.ndarray, name: str, origin_level0: tuple[float, float],
+                       scale: float, options: DetectOptions) -> dict:
+    """One window's nuclei whose centroid lies in its core widened by ``band``: their features,
+    level-0 centroids and whether each lies near a core border (a neighbour may see it again)."""
     from ..exporters.geojson import tile_features
 
     found = detector.predict(image)
     n = len(found)
     if n == 0:
-        return [], []
+        return {"features": [], "centres": [], "near_border": []}
     centre = instance_centroids(found.instances, n)  # window px
     lo, hi = options.halo - options.band, options.halo + options.core + options.band
     candidate = (centre[:, 0] >= lo) & (centre[:, 0] < hi) & (centre[:, 1] >= lo) & (centre[:, 1] < hi)
-    level0 = centre * scale + np.asarray(origin_level0)
-    radius = options.same_nucleus * scale
-    # Centroids this close to a core border may be seen again by a neighbour window.
     edge = options.band + options.same_nucleus
     near_border = ((np.abs(centre[:, 0] - options.halo) < edge) | (np.abs(centre[:, 0] - options.halo - options.core) < edge)
                    | (np.abs(centre[:, 1] - options.halo) < edge) | (np.abs(centre[:, 1] - options.halo - options.core) < edge))
-    keep, border = [], []
-    for k in np.flatnonzero(candidate):
-        x, y = level0[k]
-        if near_border[k]:
-            if index.near(x, y, radius):
-                continue  # a neighbour already wrote it
-            index.add(x, y)
-            border.append([round(float(x), 2), round(float(y), 2)])
-        keep.append(k)
-    if not keep:
-        return [], border
-    keep_arr = np.asarray(keep)
+    keep = np.flatnonzero(candidate)
+    if not len(keep):
+        return {"features": [], "centres": [], "near_border": []}
     remap = np.zeros(n + 1, dtype=np.int32)
-    remap[keep_arr + 1] = np.arange(1, len(keep_arr) + 1, dtype=np.int32)
-    tile = LabelledTile(image=image, instances=remap[found.instances], classes=found.classes[keep_arr],
+    remap[keep + 1] = np.arange(1, len(keep) + 1, dtype=np.int32)
+    tile = LabelledTile(image=image, instances=remap[found.instances], classes=found.classes[keep],
                         taxonomy=detector.taxonomy, provenance=Provenance(name=name, mpp=detector.mpp),
                         placement=SlidePlacement(x0=float(origin_level0[0]), y0=float(origin_level0[1]), scale=scale))
     features = tile_features(tile)
-    for feature, conf in zip(features, found.confidence[keep_arr]):
+    for feature, conf in zip(features, found.confidence[keep]):
         feature["properties"]["measurements"][CONFIDENCE] = round(float(conf), 4)
-    return features, border
+    level0 = centre[keep] * scale + np.asarray(origin_level0)
+    return {"features": features, "centres": np.round(level0, 3).tolist(), "near_border": near_border[keep].tolist()}
+
+
+@dataclass(frozen=True)
+class WindowJob:
+    """A batch of windows for one task, wherever it runs: the slide, the detector, the windows
+    as (index, level-0 x, level-0 y of the core, level-0 px per detector px, name)."""
+
+    slide: str
+    slide_mpp: float | None
+    detector: Detector
+    options: DetectOptions
+    work: str
+    windows: tuple[tuple[int, float, float, float, str], ...]
+    threads: int | None = None
+
+
+def detect_windows(job: WindowJob) -> int:
+    """Detect the nuclei of ``job``'s windows, one atomic part file per window; the count written."""
+    from ..slide import open_slide
+
+    if job.threads:
+        import torch
+
+        torch.set_num_threads(job.threads)
+    reader = open_slide(job.slide, slide_mpp=job.slide_mpp)
+    try:
+        o = job.options
+        side = o.core + 2 * o.halo
+        for index, x, y, scale, name in job.windows:
+            origin = (x - o.halo * scale, y - o.halo * scale)
+            image = reader.read_region(origin, (side, side), job.detector.mpp)
+            found = _window_candidates(job.detector, image, name, origin, scale, o)
+            write_text_atomic(Path(job.work) / _part_name(index), json.dumps(found, separators=(",", ":")))
+    finally:
+        reader.close()
+    return len(job.windows)
+
+
+def _part_name(index: int) -> str:
+    return f"w{index:07d}.json"
 
 
 def _params(detector_digest: str, slide: Path, slide_mpp: float | None, options: DetectOptions) -> dict:
@@ -139,6 +171,9 @@ def detector_digest(directory: Path) -> str:
     return h.hexdigest()[:16]
 
 
+WINDOWS_PER_TASK = 8  # windows of one task: ~8 x 2 s of work, a few hundred kB of result files
+
+
 def detect_slide(
     slide: str | Path,
     out: str | Path,
@@ -150,11 +185,18 @@ def detect_slide(
     overwrite: bool = False,
     restart: bool = False,
     progress: bool = False,
+    workers: int = 0,
+    scheduler: str | None = None,
+    worker_threads: int | None = None,
 ) -> DetectResult:
     """Detect the nuclei of ``slide``'s tissue and write them to ``out`` (a GeoJSON FeatureCollection
-    of QuPath detections: one Polygon per nucleus in level-0 px, its class, its confidence).
+    of QuPath detections: one Polygon per nucleus in level-0 px, its class, its confidence; or
+    GeoParquet when ``out`` ends in .parquet).
 
-    ``digest`` identifies the detector for resuming (:func:`detector_digest`).
+    ``digest`` identifies the detector for resuming (:func:`detector_digest`). Windows run as
+    tasks of WINDOWS_PER_TASK in this process, on ``workers`` local Dask processes or at
+    ``scheduler`` (each with ``worker_threads`` torch threads); the output does not depend on where
+    or in what order they ran (the merge is made when the windows are assembled, in grid order).
 
     Raises
     ------
@@ -164,6 +206,7 @@ def detect_slide(
     """
     from tqdm import tqdm
 
+    from ..pipeline.execution import Task, TaskRunner
     from ..pipeline.planning import plan_slide
     from ..pipeline.workdir import resume_manifest
 
@@ -175,10 +218,10 @@ def detect_slide(
         raise CosynthError(f"output {out_path} exists (choose another --out or pass --overwrite)")
     work = out_path.parent / f".{out_path.name}.work"
     params = _params(digest, slide_path, slide_mpp, options)
-    with output_lock(out_path), plan_slide(slide_path, None, mpp=detector.mpp, tile_size=options.core,
-                                           min_tissue=options.min_tissue, slide_mpp=slide_mpp, sidecar=False,
-                                           pad=WHITE) as plan:
-        positions = list(plan.positions())
+    with output_lock(out_path):
+        with plan_slide(slide_path, None, mpp=detector.mpp, tile_size=options.core, min_tissue=options.min_tissue,
+                        slide_mpp=slide_mpp, sidecar=False, pad=WHITE) as plan:
+            positions = list(plan.positions())
         if not positions:
             raise CosynthError(f"slide {slide_path}: no tissue found to detect nuclei in")
         if restart and work.exists():
@@ -186,59 +229,69 @@ def detect_slide(
         if resume_manifest(work / MANIFEST, "params", params, what="detection") is None:
             work.mkdir(parents=True, exist_ok=True)
             write_text_atomic(work / MANIFEST, json.dumps({"params": params}, indent=1))
-        index = _BorderIndex(cell=4 * options.same_nucleus * positions[0].scale + 1.0)
-        done = 0
-        bar = tqdm(total=len(positions), disable=not progress, desc=f"detect {slide_path.name}", unit="window",
-                   dynamic_ncols=True)
+        todo = [(pos.index, float(pos.x_level0), float(pos.y_level0), float(pos.scale), pos.name) for pos in positions
+                if not _finished(work / _part_name(pos.index))]
+        tasks = (Task(f"detect-{k}", detect_windows,
+                      (WindowJob(str(slide_path), slide_mpp, detector, options, str(work),
+                                 tuple(todo[k:k + WINDOWS_PER_TASK]), worker_threads),))
+                 for k in range(0, len(todo), WINDOWS_PER_TASK))
+        bar = tqdm(total=len(positions), initial=len(positions) - len(todo), disable=not progress,
+                   desc=f"detect {slide_path.name}", unit="window", dynamic_ncols=True)
         try:
-            for pos in positions:
-                part = work / f"w{pos.index:07d}.json"
-                if part.is_file():
-                    try:  # a finished window: its border centroids rejoin the index
-                        for x, y in json.loads(part.read_text())["border"]:
-                            index.add(x, y)
-                        done += 1
-                        bar.update(1)
-                        continue
-                    except (ValueError, KeyError, TypeError, OSError):
-                        part.unlink(missing_ok=True)  # damaged: detect the window again
-            for pos in positions:
-                part = work / f"w{pos.index:07d}.json"
-                if part.is_file():
-                    continue
-                s, halo = pos.scale, options.halo
-                origin = (pos.x_level0 - halo * s, pos.y_level0 - halo * s)
-                side = options.core + 2 * halo
-                image = plan.reader.read_region(origin, (side, side), detector.mpp)
-                features, border = _window_features(detector, image, pos.name, origin, s, options, index)
-                write_text_atomic(part, json.dumps({"features": features, "border": border}, separators=(",", ":")))
-                bar.update(1)
+            with TaskRunner(workers=workers, scheduler=scheduler) as runner:
+                runner.run(tasks, lambda task, n: bar.update(n))
         finally:
             bar.close()
         header = {"detector": digest, "slide": str(slide_path.resolve()), "mpp": detector.mpp}
+        index = _BorderIndex(cell=4 * options.same_nucleus * positions[0].scale + 1.0)
+        merged = _merged_features(work, positions, index, options.same_nucleus * positions[0].scale)
         assemble = _assemble_geoparquet if out_path.suffix.lower() == ".parquet" else _assemble
-        n, classes = assemble(work, positions, out_path, header)
-        mpx = len(positions) * (options.core ** 2) / 1e6
+        n, classes = assemble(merged, out_path, header)
     shutil.rmtree(work, ignore_errors=True)
-    return DetectResult(path=out_path, n_nuclei=n, n_windows=len(positions), megapixels=mpx,
+    return DetectResult(path=out_path, n_nuclei=n, n_windows=len(positions),
+                        megapixels=len(positions) * (options.core ** 2) / 1e6,
                         seconds=time.perf_counter() - start, classes=classes)
 
 
-def _assemble(work: Path, positions: list, out: Path, header: dict) -> tuple[int, dict[str, int]]:
-    """Write the windows' features as one FeatureCollection, atomically; (count, per class).
+def _finished(part: Path) -> bool:
+    """A window's part file is there and whole (a damaged one is removed: detect it again)."""
+    if not part.is_file():
+        return False
+    try:
+        found = json.loads(part.read_text())
+        if len(found["features"]) == len(found["centres"]) == len(found["near_border"]):
+            return True
+    except (ValueError, KeyError, TypeError, OSError):
+        pass
+    part.unlink(missing_ok=True)
+    return False
+
+
+def _merged_features(work: Path, positions: list, index: _BorderIndex, radius: float):
+    """The windows' features in grid order, less the nuclei a window before already wrote: a
+    nucleus near a core border is skipped when a kept one lies within ``radius`` level-0 px."""
+    for pos in positions:
+        found = json.loads((work / _part_name(pos.index)).read_text())
+        for feature, (x, y), near in zip(found["features"], found["centres"], found["near_border"]):
+            if near:
+                if index.near(x, y, radius):
+                    continue  # a neighbour window already wrote it
+                index.add(x, y)
+            yield feature
+
+
+def _assemble(features, out: Path, header: dict) -> tuple[int, dict[str, int]]:
+    """Write ``features`` as one FeatureCollection, atomically; (count, per class).
     ``header``: what made them (detector digest, slide), a foreign member ``wsi_cosynth``."""
     n = 0
     classes: dict[str, int] = {}
     with atomic_path(out) as tmp, open(tmp, "w") as fh:
         fh.write('{"type":"FeatureCollection","wsi_cosynth":' + json.dumps(header, separators=(",", ":")) + ',"features":[')
-        first = True
-        for pos in positions:
-            for feature in json.loads((work / f"w{pos.index:07d}.json").read_text())["features"]:
-                fh.write(("" if first else ",") + json.dumps(feature, separators=(",", ":")))
-                first = False
-                n += 1
-                name = feature["properties"]["classification"]["name"]
-                classes[name] = classes.get(name, 0) + 1
+        for feature in features:
+            fh.write(("," if n else "") + json.dumps(feature, separators=(",", ":")))
+            n += 1
+            name = feature["properties"]["classification"]["name"]
+            classes[name] = classes.get(name, 0) + 1
         fh.write("]}")
     return n, classes
 
@@ -246,7 +299,7 @@ def _assemble(work: Path, positions: list, out: Path, header: dict) -> tuple[int
 PARQUET_ROWS = 65536  # nuclei per row group: bounded memory on a whole slide
 
 
-def _assemble_geoparquet(work: Path, positions: list, out: Path, header: dict) -> tuple[int, dict[str, int]]:
+def _assemble_geoparquet(features, out: Path, header: dict) -> tuple[int, dict[str, int]]:
     """The same nuclei as GeoParquet (GeoParquet 1.0: WKB ``geometry`` in level-0 px, ``class_name``,
     ``confidence``, ``area_px2`` in level-0 px), written atomically in row groups; ``header`` in the
     schema metadata."""
@@ -270,18 +323,17 @@ def _assemble_geoparquet(work: Path, positions: list, out: Path, header: dict) -
                 column.clear()
 
     with atomic_path(out) as tmp, pq.ParquetWriter(tmp, schema) as writer:
-        for pos in positions:
-            for feature in json.loads((work / f"w{pos.index:07d}.json").read_text())["features"]:
-                props = feature["properties"]
-                name = props["classification"]["name"]
-                polygon = shapely.from_geojson(json.dumps(feature["geometry"]))
-                rows["geometry"].append(shapely.to_wkb(polygon))
-                rows["class_name"].append(name)
-                rows["confidence"].append(props["measurements"][CONFIDENCE])
-                rows["area_px2"].append(float(polygon.area))
-                classes[name] = classes.get(name, 0) + 1
-                n += 1
-                if len(rows["geometry"]) >= PARQUET_ROWS:
-                    flush(writer)
+        for feature in features:
+            props = feature["properties"]
+            name = props["classification"]["name"]
+            polygon = shapely.from_geojson(json.dumps(feature["geometry"]))
+            rows["geometry"].append(shapely.to_wkb(polygon))
+            rows["class_name"].append(name)
+            rows["confidence"].append(props["measurements"][CONFIDENCE])
+            rows["area_px2"].append(float(polygon.area))
+            classes[name] = classes.get(name, 0) + 1
+            n += 1
+            if len(rows["geometry"]) >= PARQUET_ROWS:
+                flush(writer)
         flush(writer)
     return n, classes
