@@ -9,7 +9,8 @@ balance. Arms:
 - ``real``: those tiles;
 - ``real_plus_synthetic``: plus ``--synthetic-ratio`` x as many tiles co-synthesised by the
   generator (``--generator``, default the bundled model) from the layouts of real training tiles
-  (their own annotated nuclei and tissue word), with their generated instance labels.
+  (their own annotated nuclei and tissue word), with their generated instance labels, each in
+  the colour of its real tile (``--colour-match tile``, export's default; ``none``: as sampled).
 
 Scoring, per arm and seed:
 
@@ -49,8 +50,10 @@ def nucleus_only(tiles, taxonomy):
     return [replace(t, classes=np.ones(t.n_nuclei, np.int64), taxonomy=taxonomy) for t in tiles]
 
 
-def synthetic_tiles(generator, real, n: int, seed: int):
-    """``n`` tiles co-synthesised from the layouts of real tiles (drawn evenly), their own tissue word."""
+def synthetic_tiles(generator, real, n: int, seed: int, *, colour_match: bool = True):
+    """``n`` tiles co-synthesised from the layouts of real tiles (drawn evenly), their own tissue
+    word; ``colour_match``: each given the colour of the real tile it stands for (what ``export``
+    does by default)."""
     import wsi_cosynth as wc
     from wsi_cosynth.layouts import layout_from_tile
     from wsi_cosynth.records import UNCLASSIFIED, Layout
@@ -64,7 +67,8 @@ def synthetic_tiles(generator, real, n: int, seed: int):
         layouts.append(Layout(xy_tile=lay.xy_tile, classes=np.full(len(lay), cls, np.int64), size=lay.size,
                               taxonomy=generator.taxonomy, provenance=lay.provenance,
                               placement=lay.placement).with_tissue(real[int(i)].provenance.tissue or "unknown"))
-    return wc.synthesize(layouts, generator, seed=seed, batch_size=4)
+    reference = [real[int(i)].image for i in chosen] if colour_match else None
+    return wc.synthesize(layouts, generator, seed=seed, batch_size=4, colour_reference=reference)
 
 
 def annotated_centroids(tif: Path, xml: Path) -> np.ndarray:
@@ -138,6 +142,8 @@ def main() -> None:
     parser.add_argument("--arms", nargs="+", default=["real", "real_plus_synthetic"])
     parser.add_argument("--generator", default=None, help="generator checkpoint for synthetic tiles (default: bundled)")
     parser.add_argument("--synthetic-ratio", type=float, default=0.5)
+    parser.add_argument("--colour-match", choices=("tile", "none"), default="tile",
+                        help="synthetic tiles in the colour of the real tile each stands for (export's default) or as sampled")
     parser.add_argument("--steps", type=int, default=3000)
     parser.add_argument("--widths", default="16,32,64,128")
     parser.add_argument("--crop", type=int, default=192)
@@ -180,11 +186,12 @@ def main() -> None:
     if "real_plus_synthetic" in args.arms:
         generator = wc.load_model(args.generator)
         t0 = time.perf_counter()
-        synthetic = nucleus_only(synthetic_tiles(generator, mixed.tiles, int(args.synthetic_ratio * len(real)), 0),
-                                 nucleus)
+        synthetic = nucleus_only(synthetic_tiles(generator, mixed.tiles, int(args.synthetic_ratio * len(real)), 0,
+                                                 colour_match=args.colour_match == "tile"), nucleus)
         report["synthetic_tiles"] = len(synthetic)
         report["synthesis_seconds"] = round(time.perf_counter() - t0, 1)
         report["generator"] = args.generator or "bundled"
+        report["colour_match"] = args.colour_match
     for arm in args.arms:
         tiles = real + (synthetic if arm == "real_plus_synthetic" else [])
         # Synthetic tiles share the real tiles' draw: each stands for the real tile it came from.
