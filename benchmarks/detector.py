@@ -10,7 +10,9 @@ balance. Arms:
 - ``real_plus_synthetic``: plus ``--synthetic-ratio`` x as many tiles co-synthesised by the
   generator (``--generator``, default the bundled model) from the layouts of real training tiles
   (their own annotated nuclei and tissue word), with their generated instance labels, each in
-  the colour of its real tile (``--colour-match tile``, export's default; ``none``: as sampled).
+  the colour of its real tile (``--colour-match tile``, export's default; ``none``: as sampled);
+  ``--real-finish F``: the last F of the steps draw real tiles only (learn from both, end on the
+  look of real tissue).
 
 Scoring, per arm and seed:
 
@@ -26,7 +28,8 @@ Scoring, per arm and seed:
         [--arms real real_plus_synthetic] [--save DIR] [--threads 2]
 
 ``--save DIR`` writes each arm's detector to ``DIR/<arm>`` (seed 0) or ``DIR/<arm>-s<seed>``
-(directories `wsi-cosynth detect --detector` takes). Prints a table and one JSON line.
+(directories `wsi-cosynth detect --detector` takes); ``--score DIR [DIR ...]`` scores saved
+detectors the same way without training. Prints a table and one JSON line.
 """
 
 from __future__ import annotations
@@ -150,11 +153,15 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--h", type=float, default=0.1, help="h-maxima height of the watershed")
+    parser.add_argument("--real-finish", type=float, default=0.0, metavar="FRACTION",
+                        help="real_plus_synthetic: the last FRACTION of the steps draw real tiles only")
     parser.add_argument("--seeds", type=int, default=1)
     parser.add_argument("--first-seed", type=int, default=0, help="seeds first-seed .. first-seed + seeds - 1")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--save", type=Path, default=None)
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--score", type=Path, nargs="+", default=None, metavar="DIR",
+                        help="score these saved detectors (e.g. an earlier run's --save DIR/<arm>) instead of training")
     args = parser.parse_args()
 
     import torch
@@ -163,7 +170,7 @@ def main() -> None:
     from wsi_cosynth.detection import Detector
     from wsi_cosynth.detection.segmenter import SegmenterConfig, train_segmenter
     from wsi_cosynth.taxonomy import get_taxonomy
-    from wsi_cosynth.training.mixture import load_sources
+    from wsi_cosynth.training.mixture import image_key, load_sources
     from wsi_cosynth.training.sources_file import read_sources_file
 
     sys.path.insert(0, str(REPO / "benchmarks"))
@@ -177,7 +184,23 @@ def main() -> None:
     real = nucleus_only(mixed.tiles, nucleus)
     held_tiles = nucleus_only(mixed.validation, nucleus)
     # The held-out MoNuSeg split alone (nucleus-only scores): the downstream measure of organ training.
-    monuseg_tiles = [t for t in held_tiles if any(stem in t.provenance.name for stem in HELD_OUT.values())]
+    held_keys = tuple(image_key(stem) for stem in HELD_OUT.values())  # tile names spell images as safe stems
+    monuseg_tiles = [t for t in held_tiles if image_key(t.provenance.name).startswith(held_keys)]
+    if len(monuseg_tiles) == 0:
+        raise SystemExit(f"no held-out tile comes from the MoNuSeg images {list(HELD_OUT.values())}")
+    if args.score is not None:
+        from wsi_cosynth.detection.model import load_detector
+
+        scored = {str(d): {"images": score_images(load_detector(d), HELD_OUT, MONUSEG / "train"),
+                           "tiles": score_tiles(load_detector(d), held_tiles),
+                           "tiles_monuseg": score_tiles(load_detector(d), monuseg_tiles)} for d in args.score}
+        for d, r in scored.items():
+            print(f"{d}: F1 images {r['images']['pooled']['f1']:.4f}, PQ tiles {r['tiles']['pq']:.4f}, "
+                  f"PQ MoNuSeg tiles {r['tiles_monuseg']['pq']:.4f} (n = {r['tiles_monuseg']['n_tiles']})")
+        print(json.dumps({"scored": scored}))
+        if args.json is not None:
+            args.json.write_text(json.dumps({"scored": scored}, indent=1))
+        return
     widths = tuple(int(v) for v in args.widths.split(","))
     config = SegmenterConfig(widths=widths, steps=args.steps, batch_size=args.batch_size, crop=args.crop, lr=args.lr,
                              h=args.h, threads=args.threads)
@@ -192,6 +215,7 @@ def main() -> None:
         report["synthesis_seconds"] = round(time.perf_counter() - t0, 1)
         report["generator"] = args.generator or "bundled"
         report["colour_match"] = args.colour_match
+        report["real_finish"] = args.real_finish
     for arm in args.arms:
         tiles = real + (synthetic if arm == "real_plus_synthetic" else [])
         # Synthetic tiles share the real tiles' draw: each stands for the real tile it came from.
@@ -199,7 +223,11 @@ def main() -> None:
         runs = []
         for k in range(args.first_seed, args.first_seed + args.seeds):
             t0 = time.perf_counter()
-            net = train_segmenter(tiles, 1, replace(config, seed=k), weights=weights)
+            finish = None
+            if arm == "real_plus_synthetic" and args.real_finish > 0:
+                real_only = np.concatenate([mixed.weights, np.zeros(len(tiles) - len(real))])
+                finish = (int(round(args.real_finish * args.steps)), real_only)
+            net = train_segmenter(tiles, 1, replace(config, seed=k), weights=weights, finish=finish)
             train_s = time.perf_counter() - t0
             detector = Detector(net, nucleus, mpp=0.25, h=args.h, widths=widths,
                                 info={"arm": arm, "steps": args.steps, "seed": k, "train_tiles": len(tiles),

@@ -23,10 +23,16 @@ two different images; KID/FID between the held-out images' tiles and a second im
 colour difference is near zero by construction; its KID is the honest figure.
 
     nice .venv/bin/python benchmarks/organ_fidelity.py [--model DIR] [--tiles-per-image 7]
-        [--prompt organ|colon] [--figure /tmp/organ_fidelity.jpg] [--json out.json]
+        [--prompt organ|wrong|WORD] [--figure /tmp/organ_fidelity.jpg] [--samples samples.jpg] [--json out.json]
+
+``--samples`` writes the model card's figure (``samples.jpg``): one row per organ, the real tile
+with its annotated nuclei outlined, the synthetic tile from the same layout and prompt (as
+sampled), the same with its separated nuclei outlined, and the synthetic tile in the look of its
+real tile (``tile`` matching, what ``export --slide`` writes).
 
 Prompts (``--prompt``): ``organ``, each image's own organ (the right prompt); ``wrong``, the next
-organ of HELD_OUT's list for each image (lung's tiles prompted "breast", ...); ``colon`` for all.
+organ of HELD_OUT's list for each image (lung's tiles prompted "breast", ...); any other word is
+the prompt of every tile (``colon``; a word the model never trained on, to see what it draws then).
 
 The organ probe (wsi_cosynth/metrics/organ_probe.py): a linear classifier on Inception features
 trained on the real tiles (all of them, ``--probe-tiles`` per image) of every MoNuSeg image that
@@ -133,12 +139,22 @@ def save_figure(path: Path, rows: list[tuple[str, list[np.ndarray]]]) -> None:
     img.save(path, quality=88)
 
 
+def save_samples(path: Path, real: dict, synthetic_tiles: dict, matched: dict) -> None:
+    """The model card's figure: per organ, real with outlines | synthetic | synthetic with its
+    separated nuclei outlined | synthetic in its real tile's look."""
+    from wsi_cosynth.render import outlines
+
+    save_figure(path, [(o, [outlines(real[o][0]), synthetic_tiles[o][0].image, outlines(synthetic_tiles[o][0]),
+                            matched[o][0]]) for o in HELD_OUT])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=None, help="checkpoint (default: the bundled model)")
     parser.add_argument("--tiles-per-image", type=int, default=7)
-    parser.add_argument("--prompt", choices=("organ", "wrong", "colon"), default="organ",
-                        help="tissue word of the prompts: each image's organ, the next organ's (wrong), or 'colon'")
+    parser.add_argument("--prompt", default="organ",
+                        help="tissue word of the prompts: each image's organ ('organ'), the next organ's ('wrong'), "
+                             "or any other word for every tile (e.g. 'colon', or a word the model never trained on)")
     parser.add_argument("--sampler", default=None, help="default: the model's")
     parser.add_argument("--steps", type=int, default=None, help="default: the model's")
     parser.add_argument("--spacing", default=None, help="default: the model's")
@@ -147,6 +163,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--figure", type=Path, default=None, help="write a picture: per organ real | synthetic | matched")
+    parser.add_argument("--samples", type=Path, default=None,
+                        help="write the model card's figure: per organ real | synthetic | outlined | matched")
     parser.add_argument("--json", type=Path, default=None, help="also write the result here")
     parser.add_argument("--save-tiles", type=Path, default=None,
                         help="save the synthetic images (.npz) to score other colour matchings without sampling")
@@ -170,27 +188,34 @@ def main() -> None:
     organ_order = list(HELD_OUT)
     for k, (organ, image) in enumerate(HELD_OUT.items()):
         real[organ] = real_tiles(image, args.tiles_per_image)
-        tissue = {"organ": organ, "wrong": organ_order[(k + 1) % len(organ_order)], "colon": "colon"}[args.prompt]
+        tissue = {"organ": organ, "wrong": organ_order[(k + 1) % len(organ_order)]}.get(args.prompt, args.prompt)
         layouts += [model_layout(t, model, tissue) for t in real[organ]]
         prompted += [tissue] * len(real[organ])
         other = next(i for i, o in table.items() if o == organ and i != image)
         second[organ] = real_tiles(other, args.tiles_per_image)
     t0 = time.perf_counter()
     if args.tiles_from is not None:
+        if args.samples is not None:
+            raise SystemExit("--samples needs the synthetic tiles' nuclei: sample them (no --tiles-from)")
+        synthesized = None
         images = list(np.load(args.tiles_from)["images"])
         sample_s = None
     else:
-        images = [t.image for t in wc.synthesize(layouts, model, sampler=args.sampler, steps=args.steps,
-                                                 spacing=args.spacing, seed=args.seed, batch_size=4)]
+        synthesized = wc.synthesize(layouts, model, sampler=args.sampler, steps=args.steps,
+                                    spacing=args.spacing, seed=args.seed, batch_size=4)
+        images = [t.image for t in synthesized]
         sample_s = round((time.perf_counter() - t0) / len(images), 2)
     if len(images) != len(layouts):
         raise SystemExit(f"{len(images)} synthetic images for {len(layouts)} layouts")
     if args.save_tiles is not None:
         np.savez_compressed(args.save_tiles, images=np.stack(images))
     synthetic: dict[str, list[np.ndarray]] = {}
+    synthetic_tiles: dict[str, list] = {}
     k = 0
     for organ in HELD_OUT:
         synthetic[organ] = images[k:k + len(real[organ])]
+        if synthesized is not None:
+            synthetic_tiles[organ] = synthesized[k:k + len(real[organ])]
         k += len(real[organ])
     looks = {"none": synthetic}
     looks["tile"] = {o: [match_colour(s, r.image) for s, r in zip(synthetic[o], real[o])] for o in HELD_OUT}
@@ -244,6 +269,8 @@ def main() -> None:
     if args.figure is not None:
         save_figure(args.figure, [(o, [real[o][0].image, looks["none"][o][0], looks["tile"][o][0], looks["slide"][o][0]])
                                   for o in HELD_OUT])
+    if args.samples is not None:
+        save_samples(args.samples, real, synthetic_tiles, looks["tile"])
     print(f"{'colour match':<14}{'KID':>8}{'FID':>8}{'dE*ab':>8}")
     for r in rows:
         print(f"{r['colour_match']:<14}{r['kid']:>8.4f}{r['fid']:>8.1f}{r['colour_difference']:>8.2f}")

@@ -103,6 +103,22 @@ def test_segmenter_is_deterministic_for_the_same_data_and_seed(small_tiles):
     assert not all(torch.equal(sa[k], sc[k]) for k in sa)  # other data, other weights
 
 
+def test_segmenter_finishes_on_the_tiles_its_finish_weights_draw(small_tiles):
+    """Finishing every step on the first tile is training on the first tile alone; finishing
+    one step on it changes only what that step drew; bad finishing steps are refused."""
+    only_first = [1.0] + [0.0] * (len(small_tiles) - 1)
+    a = train_segmenter(small_tiles, 4, TINY_SEG, weights=only_first)
+    b = train_segmenter(small_tiles, 4, TINY_SEG, finish=(TINY_SEG.steps, only_first))
+    c = train_segmenter(small_tiles, 4, TINY_SEG, finish=(1, only_first))
+    sa, sb, sc = a.state_dict(), b.state_dict(), c.state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert not all(torch.equal(sa[k], sc[k]) for k in sa)
+    with pytest.raises(CosynthError, match="finishing steps"):
+        train_segmenter(small_tiles, 4, TINY_SEG, finish=(TINY_SEG.steps + 1, only_first))
+    with pytest.raises(CosynthError, match="weights must be"):
+        train_segmenter(small_tiles, 4, TINY_SEG, finish=(1, [1.0]))
+
+
 def test_arms_differ_only_in_training_data_and_score_end_to_end(small_tiles):
     from wsi_cosynth.models.config import load_config
     from wsi_cosynth.models.cosynth import CosynthModel

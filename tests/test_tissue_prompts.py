@@ -56,11 +56,13 @@ def test_a_model_warns_once_per_untrained_tissue():
     assert len(_sample(model, "ovarian")) == 1
 
 
-def test_the_bundled_model_knows_it_was_trained_on_colon():
+def test_the_bundled_model_knows_the_organs_it_was_trained_on():
     from wsi_cosynth.pipeline.synthetic import default_model_path
     from wsi_cosynth.training.checkpoint import read_metadata, trained_tissues
 
     meta = read_metadata(default_model_path())
-    assert trained_tissues(meta) == {meta["data"]["tissue"].lower()} == {"colon"}
+    organs = {"colon", "breast", "kidney", "lung", "prostate", "bladder", "stomach"}
+    assert organs <= trained_tissues(meta) == {t.lower() for t in meta["data"]["tissues"]}
+    assert "ovarian" not in trained_tissues(meta)  # the demo's tissue: warned, never silent
     assert trained_tissues({"data": {"tissues": ["Lung", "colon"]}}) == {"lung", "colon"}
     assert trained_tissues({"data": {}}) is None

@@ -148,23 +148,36 @@ def _loss(logits: torch.Tensor, dist: torch.Tensor, y_sem: torch.Tensor, y_dist:
     return ce + soft_dice + 2.0 * F.mse_loss(dist, y_dist)
 
 
+def _drawing_probabilities(weights: Sequence[float] | None, n: int) -> np.ndarray | None:
+    if weights is None:
+        return None
+    p = np.asarray(weights, dtype=np.float64)
+    if p.shape != (n,) or not np.isfinite(p).all() or (p < 0).any() or p.sum() <= 0:
+        raise CosynthError(f"segmenter tile weights must be {n} finite non-negative numbers, not all 0")
+    return p / p.sum()
+
+
 def train_segmenter(tiles: Sequence[LabelledTile], n_classes: int, config: SegmenterConfig, *,
-                    weights: Sequence[float] | None = None) -> SegmenterNet:
+                    weights: Sequence[float] | None = None,
+                    finish: tuple[int, Sequence[float]] | None = None) -> SegmenterNet:
     """Train a fresh :class:`SegmenterNet` on ``tiles`` for ``config.steps`` steps.
 
-    ``weights``: each tile's drawing weight (e.g. balancing sources; default uniform). The initial
-    weights, the crops and the augmentation depend only on ``config.seed`` (and the tiles), never
-    on the caller's global RNG state.
+    ``weights``: each tile's drawing weight (e.g. balancing sources; default uniform).
+    ``finish``: (steps, weights): the last ``steps`` steps draw tiles by these weights instead,
+    e.g. real tiles only, so that a detector that learnt from real + synthetic tiles ends on the
+    look of real ones. The initial weights, the crops and the augmentation depend only on
+    ``config.seed`` (and the tiles), never on the caller's global RNG state.
     """
     if not tiles:
         raise CosynthError("no tiles to train the segmenter on")
     data = _prepare(tiles)
-    p = None
-    if weights is not None:
-        p = np.asarray(weights, dtype=np.float64)
-        if p.shape != (len(data),) or not np.isfinite(p).all() or (p < 0).any() or p.sum() <= 0:
-            raise CosynthError(f"segmenter tile weights must be {len(data)} finite non-negative numbers, not all 0")
-        p = p / p.sum()
+    p = _drawing_probabilities(weights, len(data))
+    finish_from, p_finish = config.steps, None
+    if finish is not None:
+        finish_steps, finish_weights = finish
+        if not 0 <= int(finish_steps) <= config.steps:
+            raise CosynthError(f"segmenter finishing steps must be 0..{config.steps}, not {finish_steps}")
+        finish_from, p_finish = config.steps - int(finish_steps), _drawing_probabilities(finish_weights, len(data))
     if config.threads:
         torch.set_num_threads(config.threads)
     with torch.random.fork_rng(devices=[]):
@@ -174,8 +187,8 @@ def train_segmenter(tiles: Sequence[LabelledTile], n_classes: int, config: Segme
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.lr, total_steps=config.steps, pct_start=0.1)
     rng = np.random.default_rng(config.seed)
     net.train()
-    for _ in range(config.steps):
-        x, y_sem, y_dist = _batch(data, config, rng, p)
+    for step in range(config.steps):
+        x, y_sem, y_dist = _batch(data, config, rng, p if step < finish_from else p_finish)
         logits, dist = net(x)
         loss = _loss(logits, dist, y_sem, y_dist)
         opt.zero_grad(set_to_none=True)
