@@ -188,12 +188,15 @@ def main() -> None:
     monuseg_tiles = [t for t in held_tiles if image_key(t.provenance.name).startswith(held_keys)]
     if len(monuseg_tiles) == 0:
         raise SystemExit(f"no held-out tile comes from the MoNuSeg images {list(HELD_OUT.values())}")
+
+    def scores(detector) -> dict:
+        return {"images": score_images(detector, HELD_OUT, MONUSEG / "train"),
+                "tiles": score_tiles(detector, held_tiles), "tiles_monuseg": score_tiles(detector, monuseg_tiles)}
+
     if args.score is not None:
         from wsi_cosynth.detection.model import load_detector
 
-        scored = {str(d): {"images": score_images(load_detector(d), HELD_OUT, MONUSEG / "train"),
-                           "tiles": score_tiles(load_detector(d), held_tiles),
-                           "tiles_monuseg": score_tiles(load_detector(d), monuseg_tiles)} for d in args.score}
+        scored = {str(d): scores(load_detector(d)) for d in args.score}
         for d, r in scored.items():
             print(f"{d}: F1 images {r['images']['pooled']['f1']:.4f}, PQ tiles {r['tiles']['pq']:.4f}, "
                   f"PQ MoNuSeg tiles {r['tiles_monuseg']['pq']:.4f} (n = {r['tiles_monuseg']['n_tiles']})")
@@ -234,8 +237,7 @@ def main() -> None:
                                       "sources": [s["name"] for s in mixed.summary.get("sources", [])],
                                       "synthetic_tiles": len(tiles) - len(real),
                                       "held_out_images": list(mixed.held_out)})
-            run = {"seed": k, "train_seconds": round(train_s, 1), "images": score_images(detector, HELD_OUT, MONUSEG / "train"),
-                   "tiles": score_tiles(detector, held_tiles), "tiles_monuseg": score_tiles(detector, monuseg_tiles)}
+            run = {"seed": k, "train_seconds": round(train_s, 1), **scores(detector)}
             print(json.dumps({arm: run}), flush=True)
             runs.append(run)
             if args.save is not None:
