@@ -57,6 +57,11 @@ def nucleus_only(tiles, taxonomy):
     return [replace(t, classes=np.ones(t.n_nuclei, np.int64), taxonomy=taxonomy) for t in tiles]
 
 
+def layout_sources(n_real: int, n: int, seed: int) -> np.ndarray:
+    """Indices of the real tiles whose layouts the ``n`` synthetic tiles take (distinct, random)."""
+    return np.random.default_rng(seed).choice(n_real, size=min(n, n_real), replace=False)
+
+
 def synthetic_tiles(generator, real, n: int, seed: int, *, colour_match: bool = True):
     """``n`` tiles co-synthesised from the layouts of real tiles (drawn evenly), their own tissue
     word; ``colour_match``: each given the colour of the real tile it stands for (what ``export``
@@ -65,8 +70,7 @@ def synthetic_tiles(generator, real, n: int, seed: int, *, colour_match: bool = 
     from wsi_cosynth.layouts import layout_from_tile
     from wsi_cosynth.records import UNCLASSIFIED, Layout
 
-    rng = np.random.default_rng(seed)
-    chosen = rng.choice(len(real), size=min(n, len(real)), replace=False)
+    chosen = layout_sources(len(real), n, seed)
     layouts = []
     for i in chosen:
         lay = layout_from_tile(real[int(i)])
@@ -81,15 +85,16 @@ def synthetic_tiles(generator, real, n: int, seed: int, *, colour_match: bool = 
 def teacher_agreement(teacher, tiles) -> np.ndarray:
     """Per tile: F1_d between the nuclei ``teacher`` finds in the image and the tile's own labelled
     nuclei (1.0 when both are empty: a blank tile agrees with its blank label)."""
+    return np.array([label_agreement(t.instances, teacher.predict(t.image).instances) for t in tiles])
+
+
+def label_agreement(labelled: np.ndarray, found: np.ndarray) -> float:
+    """F1_d between two instance maps' nuclei (1.0 when both are empty)."""
     from wsi_cosynth.instances import instance_centroids
 
-    agreement = np.ones(len(tiles))
-    for k, t in enumerate(tiles):
-        txy, pxy = instance_centroids(t.instances), instance_centroids(teacher.predict(t.image).instances)
-        txy, pxy = txy[~np.isnan(txy[:, 0])], pxy[~np.isnan(pxy[:, 0])]
-        if len(txy) or len(pxy):
-            agreement[k] = detection_scores(txy, pxy)["f1"]
-    return agreement
+    txy, pxy = instance_centroids(labelled), instance_centroids(found)
+    txy, pxy = txy[~np.isnan(txy[:, 0])], pxy[~np.isnan(pxy[:, 0])]
+    return detection_scores(txy, pxy)["f1"] if len(txy) or len(pxy) else 1.0
 
 
 def annotated_centroids(tif: Path, xml: Path) -> np.ndarray:

@@ -51,7 +51,7 @@ def main() -> None:
     from wsi_cosynth.training.sources_file import read_sources_file
 
     sys.path.insert(0, str(REPO / "benchmarks"))
-    from detector import synthetic_tiles, teacher_agreement
+    from detector import label_agreement, layout_sources, synthetic_tiles
 
     torch.set_num_threads(args.threads)
     sources = read_sources_file(args.sources)
@@ -62,17 +62,17 @@ def main() -> None:
     t0 = time.perf_counter()
     sampled = synthetic_tiles(wc.load_model(args.generator), real, n, 0, colour_match=False)
     synthesis_s = time.perf_counter() - t0
-    # The same draw as synthetic_tiles: which real tile each synthetic one stands for.
-    chosen = np.random.default_rng(0).choice(len(real), size=min(n, len(real)), replace=False)
-    sources_of = [real[int(i)] for i in chosen]
+    sources_of = [real[int(i)] for i in layout_sources(len(real), n, 0)]  # the tile each one stands for
     matched = [replace(t, image=match_colour(t.image, r.image)) for t, r in zip(sampled, sources_of)]
     teacher = load_detector(args.teacher or default_detector_path())
 
-    def pq(tiles) -> np.ndarray:
-        return np.array([panoptic_quality(t.instances, teacher.predict(t.image).instances).pq for t in tiles])
+    def agreement(tiles) -> dict[str, np.ndarray]:
+        found = [teacher.predict(t.image).instances for t in tiles]
+        return {"f1": np.array([label_agreement(t.instances, f) for t, f in zip(tiles, found)]),
+                "pq": np.array([panoptic_quality(t.instances, f).pq for t, f in zip(tiles, found)])}
 
     looks = {"sampled": sampled, "colour_matched": matched, "real": sources_of}
-    scores = {look: {"f1": teacher_agreement(teacher, tiles), "pq": pq(tiles)} for look, tiles in looks.items()}
+    scores = {look: agreement(tiles) for look, tiles in looks.items()}
     tissue = np.array([r.provenance.tissue or "unknown" for r in sources_of])
     rows: dict[str, dict] = defaultdict(dict)
     for word in [*sorted(set(tissue)), "all"]:
