@@ -11,11 +11,17 @@ balance. Arms:
   generator (``--generator``, default the bundled model) from the layouts of real training tiles
   (their own annotated nuclei and tissue word), with their generated instance labels, each in
   the colour of its real tile (``--colour-match tile``, export's default; ``none``: as sampled);
+  ``--layout-draw balanced``: the layouts' real tiles drawn by the sources' balance (default
+  ``even``: every real tile alike, so CoNSeP's 384 tiles lend 63% of them);
   ``--real-finish F``: the last F of the steps draw real tiles only (learn from both, end on the
   look of real tissue); ``--min-agreement A``: keep only the synthetic tiles on which a teacher
   detector (``--teacher``, default the bundled one) finds the generator's own nuclei with F1_d >= A
   (a tile whose image shows nuclei its label lacks, or lacks nuclei its label has, teaches the
   detector to miss or invent them).
+
+Every detector drops found objects under ``min_area`` px that do not touch the image border
+(specks, not nuclei: wsi_cosynth/detection/calibration.py), calibrated from the real training tiles'
+labels, the same for both arms (``--min-area PX`` sets it; ``--min-area 0`` turns it off).
 
 Scoring, per arm and seed:
 
@@ -57,20 +63,23 @@ def nucleus_only(tiles, taxonomy):
     return [replace(t, classes=np.ones(t.n_nuclei, np.int64), taxonomy=taxonomy) for t in tiles]
 
 
-def layout_sources(n_real: int, n: int, seed: int) -> np.ndarray:
-    """Indices of the real tiles whose layouts the ``n`` synthetic tiles take (distinct, random)."""
-    return np.random.default_rng(seed).choice(n_real, size=min(n, n_real), replace=False)
+def layout_sources(n_real: int, n: int, seed: int, weights: np.ndarray | None = None) -> np.ndarray:
+    """Indices of the real tiles whose layouts the ``n`` synthetic tiles take (distinct, random):
+    every tile alike, or by ``weights`` (the real tiles' drawing weights: the sources' balance)."""
+    p = None if weights is None else np.asarray(weights, np.float64) / np.sum(weights)
+    return np.random.default_rng(seed).choice(n_real, size=min(n, n_real), replace=False, p=p)
 
 
-def synthetic_tiles(generator, real, n: int, seed: int, *, colour_match: bool = True):
-    """``n`` tiles co-synthesised from the layouts of real tiles (drawn evenly), their own tissue
-    word; ``colour_match``: each given the colour of the real tile it stands for (what ``export``
-    does by default)."""
+def synthetic_tiles(generator, real, n: int, seed: int, *, colour_match: bool = True,
+                    weights: np.ndarray | None = None):
+    """``n`` tiles co-synthesised from the layouts of real tiles (drawn evenly, or by ``weights``),
+    their own tissue word; ``colour_match``: each given the colour of the real tile it stands for
+    (what ``export`` does by default)."""
     import wsi_cosynth as wc
     from wsi_cosynth.layouts import layout_from_tile
     from wsi_cosynth.records import UNCLASSIFIED, Layout
 
-    chosen = layout_sources(len(real), n, seed)
+    chosen = layout_sources(len(real), n, seed, weights)
     layouts = []
     for i in chosen:
         lay = layout_from_tile(real[int(i)])
@@ -176,6 +185,13 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--h", type=float, default=0.1, help="h-maxima height of the watershed")
+    parser.add_argument("--min-area", default=None, metavar="PX|auto",
+                        help="speck filter: drop found objects under PX px; auto: calibrated from the real training "
+                             "labels (calibration.py; the default when training); default when scoring: each "
+                             "detector's own")
+    parser.add_argument("--layout-draw", choices=("even", "balanced"), default="even",
+                        help="which real tiles lend the synthetic tiles their layouts: every tile alike (CoNSeP's "
+                             "many tiles dominate) or drawn by the sources' balance, as the real tiles are drawn")
     parser.add_argument("--real-finish", type=float, default=0.0, metavar="FRACTION",
                         help="real_plus_synthetic: the last FRACTION of the steps draw real tiles only")
     parser.add_argument("--min-agreement", type=float, default=0.0, metavar="F1",
@@ -194,6 +210,7 @@ def main() -> None:
 
     import wsi_cosynth as wc
     from wsi_cosynth.detection import Detector
+    from wsi_cosynth.detection.calibration import speck_area
     from wsi_cosynth.detection.segmenter import SegmenterConfig, train_segmenter
     from wsi_cosynth.taxonomy import get_taxonomy
     from wsi_cosynth.training.mixture import image_key, load_sources
@@ -203,6 +220,8 @@ def main() -> None:
     from organ_fidelity import HELD_OUT, MONUSEG  # the held-out image of each organ
 
     torch.set_num_threads(args.threads)
+    if args.min_area not in (None, "auto") and not args.min_area.isdigit():
+        parser.error(f"--min-area must be a number of px or auto, not {args.min_area!r}")
     nucleus = get_taxonomy("nucleus")
     sources = read_sources_file(args.sources)
     mixed = load_sources(sources.sources, tile_size=256, balance=sources.balance or "sqrt", unknown_class=True,
@@ -215,16 +234,22 @@ def main() -> None:
     if len(monuseg_tiles) == 0:
         raise SystemExit(f"no held-out tile comes from the MoNuSeg images {list(HELD_OUT.values())}")
 
+    # The speck filter comes from the real training labels only, so that both arms share it.
+    min_area = None if args.min_area is None and args.score is not None else (
+        speck_area(real) if args.min_area in (None, "auto") else int(args.min_area))
+
     def scores(detector) -> dict:
-        return {"images": score_images(detector, HELD_OUT, MONUSEG / "train"),
+        return {"min_area": detector.min_area, "images": score_images(detector, HELD_OUT, MONUSEG / "train"),
                 "tiles": score_tiles(detector, held_tiles), "tiles_monuseg": score_tiles(detector, monuseg_tiles)}
 
     if args.score is not None:
         from wsi_cosynth.detection.model import load_detector
 
-        scored = {str(d): scores(load_detector(d)) for d in args.score}
+        loaded = {str(d): load_detector(d) for d in args.score}
+        scored = {d: scores(det if min_area is None else replace(det, min_area=min_area)) for d, det in loaded.items()}
         for d, r in scored.items():
-            print(f"{d}: F1 images {r['images']['pooled']['f1']:.4f}, PQ tiles {r['tiles']['pq']:.4f}, "
+            print(f"{d} (min_area {loaded[d].min_area if min_area is None else min_area}): "
+                  f"F1 images {r['images']['pooled']['f1']:.4f}, PQ tiles {r['tiles']['pq']:.4f}, "
                   f"PQ MoNuSeg tiles {r['tiles_monuseg']['pq']:.4f} (n = {r['tiles_monuseg']['n_tiles']})")
         print(json.dumps({"scored": scored}))
         if args.json is not None:
@@ -233,13 +258,15 @@ def main() -> None:
     widths = tuple(int(v) for v in args.widths.split(","))
     config = SegmenterConfig(widths=widths, steps=args.steps, batch_size=args.batch_size, crop=args.crop, lr=args.lr,
                              h=args.h, threads=args.threads)
-    report = {"train_tiles": len(real), "held_out_tiles": len(held_tiles), "config": config.to_dict(), "arms": {}}
+    report = {"train_tiles": len(real), "held_out_tiles": len(held_tiles), "config": config.to_dict(),
+              "min_area": min_area, "arms": {}}
     synthetic = []
     if "real_plus_synthetic" in args.arms:
         generator = wc.load_model(args.generator)
         t0 = time.perf_counter()
+        balance = mixed.weights if args.layout_draw == "balanced" else None
         synthetic = nucleus_only(synthetic_tiles(generator, mixed.tiles, int(args.synthetic_ratio * len(real)), 0,
-                                                 colour_match=args.colour_match == "tile"), nucleus)
+                                                 colour_match=args.colour_match == "tile", weights=balance), nucleus)
         report["synthesis_seconds"] = round(time.perf_counter() - t0, 1)
         if args.min_agreement > 0:
             from wsi_cosynth.api import default_detector_path
@@ -253,6 +280,7 @@ def main() -> None:
         report["synthetic_tiles"] = len(synthetic)
         report["generator"] = args.generator or "bundled"
         report["colour_match"] = args.colour_match
+        report["layout_draw"] = args.layout_draw
         report["real_finish"] = args.real_finish
     for arm in args.arms:
         tiles = real + (synthetic if arm == "real_plus_synthetic" else [])
@@ -267,7 +295,7 @@ def main() -> None:
                 finish = (int(round(args.real_finish * args.steps)), real_only)
             net = train_segmenter(tiles, 1, replace(config, seed=k), weights=weights, finish=finish)
             train_s = time.perf_counter() - t0
-            detector = Detector(net, nucleus, mpp=0.25, h=args.h, widths=widths,
+            detector = Detector(net, nucleus, mpp=0.25, h=args.h, widths=widths, min_area=min_area,
                                 info={"arm": arm, "steps": args.steps, "seed": k, "train_tiles": len(tiles),
                                       "sources": [s["name"] for s in mixed.summary.get("sources", [])],
                                       "synthetic_tiles": len(tiles) - len(real),

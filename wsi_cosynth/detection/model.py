@@ -2,8 +2,9 @@
 
 A detector directory holds ``detector.safetensors`` (the weights) and ``detector.json``: its
 classes (a taxonomy: "nucleus" alone for a detector trained on unclassified outlines), the
-resolution it works at (``mpp``), the U-Net widths, the h-maxima height of its watershed and what
-it was trained on (by name, never a machine path).
+resolution it works at (``mpp``), the U-Net widths, the h-maxima height of its watershed, its speck
+filter (``min_area``: found objects smaller than this many px are dropped, see calibration.py; 0
+in files from before it) and what it was trained on (by name, never a machine path).
 
 Prediction on an image gives instances, a class per instance (majority of the semantic head) and
 a confidence per instance: the mean foreground probability (1 - P(background)) over its pixels,
@@ -27,6 +28,7 @@ from .segmenter import SegmenterNet
 WEIGHTS = "detector.safetensors"
 CONFIG = "detector.json"
 FORMAT_VERSION = 1
+MAX_MIN_AREA = 10_000  # px: a speck filter this large would drop every nucleus
 
 
 @dataclass(frozen=True)
@@ -48,7 +50,7 @@ class Detections:
 
 @dataclass
 class Detector:
-    """A trained segmenter network with its classes, resolution and watershed height."""
+    """A trained segmenter network with its classes, resolution, watershed height and speck filter."""
 
     net: SegmenterNet
     taxonomy: Taxonomy
@@ -56,6 +58,7 @@ class Detector:
     h: float = 0.1
     widths: tuple[int, ...] = (16, 32, 64, 128)
     info: dict = field(default_factory=dict)  # training data (by name), steps, scores
+    min_area: int = 0  # px at ``mpp``: smaller objects not on the image border are specks
 
     @property
     def multiple(self) -> int:
@@ -69,6 +72,7 @@ class Detector:
         Any size: the image is padded (reflected) to the network's multiple and cropped back.
         """
         from ..instances import separate_marker_free
+        from .calibration import drop_specks
 
         h, w = image.shape[:2]
         m = self.multiple
@@ -80,6 +84,9 @@ class Detector:
         prob = torch.softmax(logits[0, :, :h, :w], dim=0)
         semantic = prob.argmax(0).numpy().astype(np.int64)
         instances, classes = separate_marker_free(dist[0, 0, :h, :w].numpy(), semantic, h=self.h)
+        if self.min_area > 0:
+            instances, kept = drop_specks(instances, self.min_area)
+            classes = np.asarray(classes)[kept]
         n = len(classes)
         foreground = (1 - prob[0]).numpy().astype(np.float64)
         sums = np.bincount(instances.ravel(), weights=foreground.ravel(), minlength=n + 1)[1:]
@@ -98,8 +105,8 @@ class Detector:
         with atomic_path(out / WEIGHTS) as tmp:
             save_file(state, str(tmp))
         meta = {"format_version": FORMAT_VERSION, "kind": "wsi-cosynth nuclei detector", "mpp": self.mpp, "h": self.h,
-                "widths": list(self.widths), "classes": list(self.taxonomy.names), "taxonomy": self.taxonomy.key,
-                "info": self.info}
+                "min_area": self.min_area, "widths": list(self.widths), "classes": list(self.taxonomy.names),
+                "taxonomy": self.taxonomy.key, "info": self.info}
         with atomic_path(out / CONFIG) as tmp:
             Path(tmp).write_text(json.dumps(meta, indent=1))
         return out
@@ -119,16 +126,16 @@ def load_detector(directory: str | Path) -> Detector:
             raise ValueError("not a JSON object")
         widths = tuple(int(v) for v in meta["widths"])
         names = [str(n) for n in meta["classes"]]
-        mpp, h = float(meta["mpp"]), float(meta.get("h", 0.1))
+        mpp, h, min_area = float(meta["mpp"]), float(meta.get("h", 0.1)), int(meta.get("min_area", 0))
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise CosynthError(f"detector {path / CONFIG}: unreadable ({exc.__class__.__name__}: {exc})") from None
     # Bounds that no real detector leaves and that keep a damaged file from asking for a network
     # of absurd size or a slide read at an absurd resolution.
     if not (1 <= len(names) <= 64 and 1 <= len(widths) <= 6 and all(1 <= w <= 1024 for w in widths)
-            and 0.05 <= mpp <= 20 and 0 < h <= 1):
+            and 0.05 <= mpp <= 20 and 0 < h <= 1 and 0 <= min_area <= MAX_MIN_AREA):
         raise CosynthError(f"detector {path / CONFIG}: needs 1-64 classes, 1-6 widths in 1..1024, mpp in "
-                           f"[0.05, 20] and h in (0, 1] (got {len(names)} classes, widths {list(widths)[:8]}, "
-                           f"mpp {mpp}, h {h})")
+                           f"[0.05, 20], h in (0, 1] and min_area in 0..{MAX_MIN_AREA} (got {len(names)} classes, "
+                           f"widths {list(widths)[:8]}, mpp {mpp}, h {h}, min_area {min_area})")
     net = SegmenterNet(len(names), widths)
     try:
         state = load_file(str(path / WEIGHTS))
@@ -141,4 +148,4 @@ def load_detector(directory: str | Path) -> Detector:
                            f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
     taxonomy = Taxonomy.from_names(str(meta.get("taxonomy", "detector")), names)
     info = meta.get("info")
-    return Detector(net.eval(), taxonomy, mpp, h, widths, info if isinstance(info, dict) else {})
+    return Detector(net.eval(), taxonomy, mpp, h, widths, info if isinstance(info, dict) else {}, min_area)
