@@ -11,8 +11,6 @@ balance. Arms:
   generator (``--generator``, default the bundled model) from the layouts of real training tiles
   (their own annotated nuclei and tissue word), with their generated instance labels, each in
   the colour of its real tile (``--colour-match tile``, export's default; ``none``: as sampled);
-  ``--layout-draw balanced``: the layouts' real tiles drawn by the sources' balance (default
-  ``even``: every real tile alike, so CoNSeP's 384 tiles lend 63% of them);
   ``--real-finish F``: the last F of the steps draw real tiles only (learn from both, end on the
   look of real tissue); ``--min-agreement A``: keep only the synthetic tiles on which a teacher
   detector (``--teacher``, default the bundled one) finds the generator's own nuclei with F1_d >= A
@@ -63,23 +61,20 @@ def nucleus_only(tiles, taxonomy):
     return [replace(t, classes=np.ones(t.n_nuclei, np.int64), taxonomy=taxonomy) for t in tiles]
 
 
-def layout_sources(n_real: int, n: int, seed: int, weights: np.ndarray | None = None) -> np.ndarray:
-    """Indices of the real tiles whose layouts the ``n`` synthetic tiles take (distinct, random):
-    every tile alike, or by ``weights`` (the real tiles' drawing weights: the sources' balance)."""
-    p = None if weights is None else np.asarray(weights, np.float64) / np.sum(weights)
-    return np.random.default_rng(seed).choice(n_real, size=min(n, n_real), replace=False, p=p)
+def layout_sources(n_real: int, n: int, seed: int) -> np.ndarray:
+    """Indices of the real tiles whose layouts the ``n`` synthetic tiles take (distinct, random)."""
+    return np.random.default_rng(seed).choice(n_real, size=min(n, n_real), replace=False)
 
 
-def synthetic_tiles(generator, real, n: int, seed: int, *, colour_match: bool = True,
-                    weights: np.ndarray | None = None):
-    """``n`` tiles co-synthesised from the layouts of real tiles (drawn evenly, or by ``weights``),
-    their own tissue word; ``colour_match``: each given the colour of the real tile it stands for
-    (what ``export`` does by default)."""
+def synthetic_tiles(generator, real, n: int, seed: int, *, colour_match: bool = True):
+    """``n`` tiles co-synthesised from the layouts of real tiles (drawn evenly), their own tissue
+    word; ``colour_match``: each given the colour of the real tile it stands for (what ``export``
+    does by default)."""
     import wsi_cosynth as wc
     from wsi_cosynth.layouts import layout_from_tile
     from wsi_cosynth.records import UNCLASSIFIED, Layout
 
-    chosen = layout_sources(len(real), n, seed, weights)
+    chosen = layout_sources(len(real), n, seed)
     layouts = []
     for i in chosen:
         lay = layout_from_tile(real[int(i)])
@@ -189,9 +184,6 @@ def main() -> None:
                         help="speck filter: drop found objects under PX px; auto: calibrated from the real training "
                              "labels (calibration.py; the default when training); default when scoring: each "
                              "detector's own")
-    parser.add_argument("--layout-draw", choices=("even", "balanced"), default="even",
-                        help="which real tiles lend the synthetic tiles their layouts: every tile alike (CoNSeP's "
-                             "many tiles dominate) or drawn by the sources' balance, as the real tiles are drawn")
     parser.add_argument("--real-finish", type=float, default=0.0, metavar="FRACTION",
                         help="real_plus_synthetic: the last FRACTION of the steps draw real tiles only")
     parser.add_argument("--min-agreement", type=float, default=0.0, metavar="F1",
@@ -264,9 +256,8 @@ def main() -> None:
     if "real_plus_synthetic" in args.arms:
         generator = wc.load_model(args.generator)
         t0 = time.perf_counter()
-        balance = mixed.weights if args.layout_draw == "balanced" else None
         synthetic = nucleus_only(synthetic_tiles(generator, mixed.tiles, int(args.synthetic_ratio * len(real)), 0,
-                                                 colour_match=args.colour_match == "tile", weights=balance), nucleus)
+                                                 colour_match=args.colour_match == "tile"), nucleus)
         report["synthesis_seconds"] = round(time.perf_counter() - t0, 1)
         if args.min_agreement > 0:
             from wsi_cosynth.api import default_detector_path
@@ -280,7 +271,6 @@ def main() -> None:
         report["synthetic_tiles"] = len(synthetic)
         report["generator"] = args.generator or "bundled"
         report["colour_match"] = args.colour_match
-        report["layout_draw"] = args.layout_draw
         report["real_finish"] = args.real_finish
     for arm in args.arms:
         tiles = real + (synthetic if arm == "real_plus_synthetic" else [])
