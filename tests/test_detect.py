@@ -409,11 +409,12 @@ def test_speck_area_comes_from_whole_training_nuclei_and_specks_inside_the_image
     found[30:32, 30:33] = 2  # 6 px inside: a speck
     found[0:2, 40:42] = 3  # 4 px on the border: kept (a nucleus cut by the image edge)
     found[50:60, 50:60] = 4
-    kept_map, kept = drop_specks(found, 40)
-    assert kept.tolist() == [0, 2, 3]
+    classes = np.array([5, 6, 7, 8])
+    kept_map, kept_classes = drop_specks(found, classes, 40)
+    assert kept_classes.tolist() == [5, 7, 8]
     assert sorted(np.unique(kept_map).tolist()) == [0, 1, 2, 3]
     assert (kept_map[30:32, 30:33] == 0).all() and (kept_map[0:2, 40:42] == 2).all() and (kept_map[50:60, 50:60] == 3).all()
-    assert drop_specks(found, 0)[1].tolist() == [0, 1, 2, 3]
+    assert drop_specks(found, classes, 0)[1].tolist() == [5, 6, 7, 8]
 
 
 def test_a_detectors_speck_filter_is_saved_applied_and_bounded(detector_dir, tmp_path):

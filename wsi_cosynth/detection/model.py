@@ -85,8 +85,7 @@ class Detector:
         semantic = prob.argmax(0).numpy().astype(np.int64)
         instances, classes = separate_marker_free(dist[0, 0, :h, :w].numpy(), semantic, h=self.h)
         if self.min_area > 0:
-            instances, kept = drop_specks(instances, self.min_area)
-            classes = np.asarray(classes)[kept]
+            instances, classes = drop_specks(instances, np.asarray(classes), self.min_area)
         n = len(classes)
         foreground = (1 - prob[0]).numpy().astype(np.float64)
         sums = np.bincount(instances.ravel(), weights=foreground.ravel(), minlength=n + 1)[1:]
